@@ -1,0 +1,161 @@
+"""Command line: `python -m reference_wallet [serve] [options]` or `python -m reference_wallet project`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .commands import CONSUMERS
+from .faults import FAULTS, FaultSpecError, parse_faults
+
+FAULTS_ENV = "REFERENCE_WALLET_FAULTS"
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--pg-dsn",
+        help="PostgreSQL to use (default: $REFERENCE_WALLET_PG_DSN, else an embedded server)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="embedded server's data directory (default: .state/pgdata in the project)",
+    )
+    parser.add_argument(
+        "--faults",
+        default=os.environ.get(FAULTS_ENV, ""),
+        help="comma-separated fault switches, name=rate (rate 0..1, bare name = 1): "
+        + ", ".join(FAULTS),
+    )
+    parser.add_argument(
+        "--fault-seed", type=int, help="seed for the fault draws (reproducible runs)"
+    )
+    parser.add_argument("--log-level", default="WARNING", help="Python log level (default WARNING)")
+
+
+def _consumers(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in CONSUMERS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown consumer {unknown[0]!r}; known: {', '.join(CONSUMERS)}"
+        )
+    return names
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"port {text!r} is not a number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is outside 0..65535")
+    return port
+
+
+def build_parser(command: str) -> argparse.ArgumentParser:
+    if command == "project":
+        parser = argparse.ArgumentParser(
+            prog="python -m reference_wallet project",
+            description="Run the outbox projectors on their own, without the HTTP API.",
+        )
+        _common(parser)
+        parser.add_argument(
+            "--consumers",
+            type=_consumers,
+            default=list(CONSUMERS),
+            help="which projectors to run (default: both)",
+        )
+        return parser
+    parser = argparse.ArgumentParser(
+        prog="python -m reference_wallet",
+        description="The reference Wallex service on PostgreSQL (embedded by default).",
+        epilog="Subcommand 'project' runs only the projectors; see 'project --help'.",
+    )
+    _common(parser)
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
+    parser.add_argument(
+        "--port", type=_port, default=3000, help="port (default 3000; 0 picks a free one)"
+    )
+    parser.add_argument(
+        "--projectors",
+        type=_consumers,
+        default=None,
+        help="projectors to run inside the service (default both; see --no-projectors)",
+    )
+    parser.add_argument(
+        "--no-projectors",
+        action="store_true",
+        help="run no projector inside the service (run 'project' separately)",
+    )
+    parser.add_argument("--access-log", action="store_true", help="log every request (slow)")
+    parser.add_argument(
+        "--pool-size", type=int, default=16, help="PostgreSQL connections (default 16)"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv.pop(0) if argv and argv[0] in ("serve", "project") else "serve"
+    parser = build_parser(command)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+    try:
+        faults = parse_faults(args.faults, args.fault_seed)
+    except FaultSpecError as error:
+        parser.error(str(error))
+
+    from .postgres import apply_schema, redact_dsn, resolve_dsn
+
+    try:
+        dsn = resolve_dsn(args.pg_dsn, args.data_dir)
+        apply_schema(dsn)
+    except Exception as error:
+        target = redact_dsn(args.pg_dsn) if args.pg_dsn else "the embedded PostgreSQL"
+        print(f"reference_wallet: cannot use {target}: {_first_line(error)}", file=sys.stderr)
+        return 1
+
+    import uvloop
+
+    from .service import ServeOptions, project, serve
+
+    try:
+        if command == "project":
+            uvloop.run(project(dsn, faults, args.consumers))
+        else:
+            projectors = [] if args.no_projectors else args.projectors
+            options = ServeOptions(
+                dsn=dsn,
+                host=args.host,
+                port=args.port,
+                faults=faults,
+                projectors=projectors,
+                access_log=args.access_log,
+                pool_size=args.pool_size,
+            )
+            uvloop.run(serve(options))
+    except OSError as error:
+        print(f"reference_wallet: {_first_line(error)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+if __name__ == "__main__":
+    asyncio.set_event_loop_policy(None)
+    sys.exit(main())

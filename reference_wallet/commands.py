@@ -1,0 +1,391 @@
+"""The write side: each command is one PostgreSQL transaction that locks the wallets it touches,
+appends events under an expected-version check, updates `wallets`, and writes the outbox."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+from .faults import Faults
+
+CONSUMERS = ("read-model-projector", "ledger-projector")
+NOTIFY_CHANNEL = "outbox_event"
+
+
+class DomainError(Exception):
+    """A definite refusal: nothing was written. Rendered in NestJS's error shape."""
+
+    status = 400
+    error = "Bad Request"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def body(self) -> dict[str, Any]:
+        return {"statusCode": self.status, "message": self.message, "error": self.error}
+
+
+class BadRequest(DomainError):
+    pass
+
+
+class NotFound(DomainError):
+    status = 404
+    error = "Not Found"
+
+
+class Conflict(DomainError):
+    status = 409
+    error = "Conflict"
+
+
+def json_number(value: Decimal) -> int | float:
+    """Money as a JSON number: an int when whole, else a float (amounts carry 2 decimals)."""
+    return int(value) if value == value.to_integral_value() else float(value)
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=_json_default)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return json_number(value)
+    if isinstance(value, datetime):
+        return iso(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def iso(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class NewEvent:
+    stream_id: str
+    version: int
+    event_type: str
+    payload: dict[str, Any]
+    metadata: dict[str, Any]
+
+
+@dataclass
+class StoredResponse:
+    """What an earlier request with the same Idempotency-Key answered."""
+
+    status: int
+    body: Any
+
+
+_APPEND = """
+WITH new_events AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[])
+        WITH ORDINALITY AS e(id, stream_id, version, event_type, payload, metadata, ord)
+), appended AS (
+    INSERT INTO events (id, stream_id, version, event_type, payload, metadata, created_at)
+    SELECT id, stream_id, version, event_type, payload::jsonb, metadata::jsonb, $7 FROM new_events
+), updated AS (
+    UPDATE wallets AS w
+       SET balance = u.balance, available_balance = u.balance - w.held_balance,
+           version = u.version, updated_at = $8
+      FROM unnest($9::text[], $10::numeric[], $11::int[]) AS u(id, balance, version)
+     WHERE w.id = u.id
+), published AS (
+    INSERT INTO outbox (aggregate_id, event_type, event_version, payload, metadata)
+    SELECT stream_id, event_type, version, payload::jsonb, metadata::jsonb
+      FROM new_events WHERE $12 ORDER BY ord
+    RETURNING id
+), queued AS (
+    INSERT INTO outbox_pending (consumer_name, outbox_event_id)
+    SELECT c.name, p.id FROM published AS p CROSS JOIN unnest($13::text[]) AS c(name)
+), remembered AS (
+    UPDATE idempotency_keys SET status = 'completed', response = $14::jsonb WHERE key = $15
+)
+SELECT pg_notify('outbox_event', '')
+"""
+
+_BEGIN_KEY = """
+WITH claimed AS (
+    INSERT INTO idempotency_keys (key, request_hash, status) VALUES ($1, $2, 'pending')
+    ON CONFLICT (key) DO NOTHING RETURNING key
+)
+SELECT (SELECT count(*) FROM claimed) AS claimed, k.request_hash, k.status, k.response,
+       k.expires_at < now() AS expired
+  FROM (SELECT 1) AS one LEFT JOIN idempotency_keys AS k ON k.key = $1
+"""
+
+
+class IdempotencyKeys:
+    """Idempotency-Key handling on every POST: a key is claimed as pending before the command
+    runs, completed in the command's own transaction, and answered from storage on a repeat."""
+
+    def __init__(self, pool: asyncpg.Pool, faults: Faults) -> None:
+        self._pool = pool
+        self._faults = faults
+
+    async def begin(self, key: str, request_hash: str) -> StoredResponse | None:
+        """Claim key for this request; None means go ahead, a StoredResponse means answer it."""
+        for _ in range(3):
+            row = await self._pool.fetchrow(_BEGIN_KEY, key, request_hash)
+            if row["claimed"]:
+                return None
+            if row["status"] is None:
+                continue  # committed between our snapshot and our insert: look again
+            if row["expired"]:
+                await self._pool.execute(
+                    "DELETE FROM idempotency_keys WHERE key = $1 AND expires_at < now()", key
+                )
+                continue
+            if row["request_hash"] != request_hash:
+                raise Conflict(f"Idempotency-Key {key!r} was already used with a different request")
+            if row["status"] == "pending":
+                raise Conflict(f"A request with Idempotency-Key {key!r} is still in flight")
+            if self._faults.fires("replay-twice"):
+                return None
+            stored = json.loads(row["response"])
+            return StoredResponse(stored["status"], stored["body"])
+        raise Conflict(f"Idempotency-Key {key!r} is contended; retry")
+
+    async def refused(self, key: str, error: DomainError) -> None:
+        """Remember a definite refusal, so a repeat gets the same answer."""
+        response = dumps({"status": error.status, "body": error.body()})
+        await self._pool.execute(
+            "UPDATE idempotency_keys SET status = 'failed', response = $2::jsonb WHERE key = $1",
+            key,
+            response,
+        )
+
+    async def abandon(self, key: str) -> None:
+        """Forget a key whose request died unexpectedly, so that a retry can run."""
+        await self._pool.execute(
+            "DELETE FROM idempotency_keys WHERE key = $1 AND status = 'pending'", key
+        )
+
+
+class WalletCommands:
+    """Create, credit, debit and transfer, each in one transaction."""
+
+    def __init__(self, pool: asyncpg.Pool, faults: Faults) -> None:
+        self._pool = pool
+        self._faults = faults
+
+    async def create(
+        self, wallet_id: str, owner_id: str, initial_balance: Decimal, idempotency_key: str | None
+    ) -> dict[str, Any]:
+        now = datetime.now(UTC)
+        events = [
+            NewEvent(
+                wallet_id,
+                0,
+                "WalletCreated",
+                {"ownerId": owner_id, "initialBalance": json_number(initial_balance)},
+                {},
+            )
+        ]
+        if initial_balance > 0:
+            events.append(
+                NewEvent(
+                    wallet_id,
+                    1,
+                    "WalletCredited",
+                    {"amount": json_number(initial_balance), "description": "Initial balance"},
+                    {},
+                )
+            )
+        version = len(events) - 1
+        snapshot = _snapshot(wallet_id, owner_id, initial_balance, version, now, now)
+        async with self._pool.acquire() as conn, conn.transaction():
+            created = await conn.fetchval(
+                "INSERT INTO wallets (id, owner_id, created_at, updated_at) VALUES ($1, $2, $3, $3)"
+                " ON CONFLICT (id) DO NOTHING RETURNING id",
+                wallet_id,
+                owner_id,
+                now.replace(tzinfo=None),
+            )
+            if created is None:
+                raise Conflict(f"Wallet {wallet_id} already exists")
+            await self._append(
+                conn,
+                events,
+                [(wallet_id, initial_balance, version)],
+                now,
+                snapshot,
+                idempotency_key,
+            )
+        return snapshot
+
+    async def credit(
+        self, wallet_id: str, amount: Decimal, description: str | None, key: str | None
+    ) -> dict[str, Any]:
+        return await self._change(wallet_id, amount, description, key)
+
+    async def debit(
+        self, wallet_id: str, amount: Decimal, description: str | None, key: str | None
+    ) -> dict[str, Any]:
+        return await self._change(wallet_id, -amount, description, key)
+
+    async def _change(
+        self, wallet_id: str, delta: Decimal, description: str | None, key: str | None
+    ) -> dict[str, Any]:
+        now = datetime.now(UTC)
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "SELECT owner_id, balance, version, created_at FROM wallets WHERE id = $1 FOR UPDATE",
+                wallet_id,
+            )
+            if row is None:
+                raise NotFound(f"Wallet {wallet_id} not found")
+            balance = row["balance"] + delta
+            if balance < 0 and not self._faults.fires("overdraft"):
+                raise BadRequest(
+                    f"Wallet {wallet_id} has insufficient funds: balance"
+                    f" {json_number(row['balance'])}, requested {json_number(-delta)}"
+                )
+            version = row["version"] + 1
+            payload: dict[str, Any] = {"amount": json_number(abs(delta))}
+            if description is not None:
+                payload["description"] = description
+            event_type = "WalletCredited" if delta > 0 else "WalletDebited"
+            event = NewEvent(wallet_id, version, event_type, payload, {})
+            snapshot = _snapshot(
+                wallet_id, row["owner_id"], balance, version, row["created_at"], now
+            )
+            await self._append(conn, [event], [(wallet_id, balance, version)], now, snapshot, key)
+        return snapshot
+
+    async def transfer(
+        self,
+        from_id: str,
+        to_id: str,
+        amount: Decimal,
+        description: str | None,
+        key: str | None,
+    ) -> dict[str, Any]:
+        if from_id == to_id:
+            raise BadRequest("Cannot transfer to the same wallet")
+        now = datetime.now(UTC)
+        transfer_id = str(uuid.uuid4())
+        async with self._pool.acquire() as conn, conn.transaction():
+            # Locks in id order, so two opposite transfers cannot deadlock.
+            rows = await conn.fetch(
+                "SELECT id, owner_id, balance, version, created_at FROM wallets"
+                " WHERE id = ANY($1::varchar[]) ORDER BY id FOR UPDATE",
+                [from_id, to_id],
+            )
+            found = {row["id"]: row for row in rows}
+            for wallet_id in (from_id, to_id):
+                if wallet_id not in found:
+                    raise NotFound(f"Wallet {wallet_id} not found")
+            source, target = found[from_id], found[to_id]
+            source_balance = source["balance"] - amount
+            if source_balance < 0 and not self._faults.fires("overdraft"):
+                raise BadRequest(
+                    f"Wallet {from_id} has insufficient funds: balance"
+                    f" {json_number(source['balance'])}, requested {json_number(amount)}"
+                )
+            target_balance = target["balance"] + amount
+            source_version, target_version = source["version"] + 1, target["version"] + 1
+            moved = json_number(amount)
+            debit = NewEvent(
+                from_id,
+                source_version,
+                "WalletDebited",
+                {"amount": moved, "description": description or f"Transfer to wallet {to_id}"},
+                {"transferId": transfer_id, "relatedWalletId": to_id},
+            )
+            credit = NewEvent(
+                to_id,
+                target_version,
+                "WalletCredited",
+                {"amount": moved, "description": description or f"Transfer from wallet {from_id}"},
+                {"transferId": transfer_id, "relatedWalletId": from_id},
+            )
+            result = {
+                "fromWallet": _snapshot(
+                    from_id,
+                    source["owner_id"],
+                    source_balance,
+                    source_version,
+                    source["created_at"],
+                    now,
+                ),
+                "toWallet": _snapshot(
+                    to_id,
+                    target["owner_id"],
+                    target_balance,
+                    target_version,
+                    target["created_at"],
+                    now,
+                ),
+            }
+            await self._append(
+                conn,
+                [debit, credit],
+                [
+                    (from_id, source_balance, source_version),
+                    (to_id, target_balance, target_version),
+                ],
+                now,
+                result,
+                key,
+            )
+        return result
+
+    async def _append(
+        self,
+        conn: asyncpg.Connection,
+        events: list[NewEvent],
+        wallet_updates: list[tuple[str, Decimal, int]],
+        now: datetime,
+        response: dict[str, Any],
+        idempotency_key: str | None,
+    ) -> None:
+        """Events, write-side rows, outbox, consumer queue and idempotency record: one statement."""
+        ids = [uuid.uuid4() for _ in events]
+        for event_id, event in zip(ids, events, strict=True):
+            event.metadata = {"eventId": str(event_id), "occurredAt": iso(now), **event.metadata}
+        await conn.execute(
+            _APPEND,
+            ids,
+            [e.stream_id for e in events],
+            [e.version for e in events],
+            [e.event_type for e in events],
+            [dumps(e.payload) for e in events],
+            [dumps(e.metadata) for e in events],
+            now,
+            now.replace(tzinfo=None),
+            [u[0] for u in wallet_updates],
+            [u[1] for u in wallet_updates],
+            [u[2] for u in wallet_updates],
+            not self._faults.fires("outbox-drop"),
+            list(CONSUMERS),
+            dumps({"status": 201, "body": response}),
+            idempotency_key,
+        )
+
+
+def _snapshot(
+    wallet_id: str,
+    owner_id: str,
+    balance: Decimal,
+    version: int,
+    created_at: datetime,
+    updated_at: datetime,
+) -> dict[str, Any]:
+    return {
+        "id": wallet_id,
+        "ownerId": owner_id,
+        "balance": json_number(balance),
+        "version": version,
+        "createdAt": iso(created_at),
+        "updatedAt": iso(updated_at),
+    }

@@ -1,0 +1,282 @@
+"""The two asynchronous consumers of the outbox, `read-model-projector` and `ledger-projector`.
+
+Each claims a batch of its pending events with FOR UPDATE SKIP LOCKED, applies it, records
+`outbox_consumer_processing` and its checkpoint, all in one transaction. A per-consumer advisory
+lock keeps one active instance per consumer, so a wallet's events are projected in version order
+even when a second projector process runs beside the service's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import defaultdict
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+from .commands import NOTIFY_CHANNEL, dumps
+from .faults import Faults
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.5  # fallback when a notification is missed (e.g. the listener reconnecting)
+BATCH_SIZE = 500
+
+_CLAIM = """
+WITH claimed AS (
+    DELETE FROM outbox_pending AS p
+     USING (SELECT outbox_event_id FROM outbox_pending
+             WHERE consumer_name = $1
+             ORDER BY outbox_event_id LIMIT $2
+             FOR UPDATE SKIP LOCKED) AS c
+     WHERE p.consumer_name = $1 AND p.outbox_event_id = c.outbox_event_id
+    RETURNING p.outbox_event_id
+)
+SELECT o.id, o.aggregate_id, o.event_type, o.event_version, o.payload::text AS payload,
+       o.metadata::text AS metadata
+  FROM outbox AS o JOIN claimed AS c ON o.id = c.outbox_event_id
+ ORDER BY o.id
+"""
+
+_RECORD = """
+WITH processed AS (
+    INSERT INTO outbox_consumer_processing (outbox_event_id, consumer_name)
+    SELECT unnest($1::bigint[]), $2
+)
+INSERT INTO projector_checkpoints AS c
+       (projector_name, aggregate_id, last_processed_version, last_processed_id,
+        last_processed_at, updated_at)
+VALUES ($2, $3, $4, $5, clock_timestamp(), clock_timestamp())
+ON CONFLICT (projector_name) DO UPDATE
+   SET aggregate_id = EXCLUDED.aggregate_id,
+       last_processed_version = EXCLUDED.last_processed_version,
+       last_processed_id = EXCLUDED.last_processed_id,
+       last_processed_at = EXCLUDED.last_processed_at,
+       updated_at = EXCLUDED.updated_at
+"""
+
+
+class Projector:
+    """One outbox consumer. Subclasses say how a batch of events changes their tables."""
+
+    name = ""
+
+    def __init__(self, pool: asyncpg.Pool, faults: Faults, batch_size: int = BATCH_SIZE) -> None:
+        self._pool = pool
+        self._faults = faults
+        self._batch_size = batch_size
+        self.stalled = False
+        self.wake = asyncio.Event()
+
+    async def drain_once(self) -> int:
+        """Project one batch; the number of events it held (0: nothing to do, or not our turn)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            ours = await conn.fetchval(
+                "SELECT pg_try_advisory_xact_lock(hashtext('projector:' || $1))", self.name
+            )
+            if not ours:
+                return 0
+            rows = await conn.fetch(_CLAIM, self.name, self._batch_size)
+            if not rows:
+                return 0
+            events = [
+                {
+                    "outbox_id": row["id"],
+                    "wallet_id": row["aggregate_id"],
+                    "type": row["event_type"],
+                    "version": row["event_version"],
+                    "payload": json.loads(row["payload"]),
+                    "metadata": json.loads(row["metadata"] or "{}"),
+                }
+                for row in rows
+            ]
+            await self.apply(conn, events)
+            last = events[-1]
+            await conn.execute(
+                _RECORD,
+                [e["outbox_id"] for e in events],
+                self.name,
+                last["wallet_id"],
+                last["version"],
+                last["outbox_id"],
+            )
+            return len(events)
+
+    async def apply(self, conn: asyncpg.Connection, events: list[dict[str, Any]]) -> None:
+        raise NotImplementedError
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Drain, then sleep until notified (or the poll interval passes), until stopping is set."""
+        stall_fault = f"{self.name.removesuffix('-projector')}-stall"
+        while not stopping.is_set():
+            if not self.stalled and self._faults.fires(stall_fault):
+                self.stalled = True
+                log.warning(
+                    "%s: fault %s fired, consuming nothing from now on", self.name, stall_fault
+                )
+            self.wake.clear()
+            processed = 0
+            if not self.stalled:
+                try:
+                    processed = await self.drain_once()
+                except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as error:
+                    log.warning("%s: batch failed, will retry: %s", self.name, error)
+            if processed:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), POLL_SECONDS)
+
+
+class ReadModelProjector(Projector):
+    """Keeps `wallets_read_model` in step with the events: one row per wallet, its balance."""
+
+    name = "read-model-projector"
+
+    async def apply(self, conn: asyncpg.Connection, events: list[dict[str, Any]]) -> None:
+        created = [e for e in events if e["type"] == "WalletCreated"]
+        if created:
+            await conn.execute(
+                "INSERT INTO wallets_read_model (id, owner_id, balance, created_at, updated_at)"
+                " SELECT id, owner, 0, at, at FROM unnest($1::text[], $2::text[], $3::timestamptz[])"
+                " AS n(id, owner, at) ON CONFLICT (id) DO NOTHING",
+                [e["wallet_id"] for e in created],
+                [e["payload"]["ownerId"] for e in created],
+                [_occurred_at(e) for e in created],
+            )
+        deltas: dict[str, Decimal] = defaultdict(Decimal)
+        for event in events:
+            sign = _SIGNS.get(event["type"])
+            if sign is None:
+                continue
+            if self._faults.fires("read-model-lost-update"):
+                # As if an unlocked read-modify-write had been overwritten by a concurrent one.
+                log.debug("read-model-lost-update: dropping %s", event["metadata"].get("eventId"))
+                continue
+            deltas[event["wallet_id"]] += sign * Decimal(str(event["payload"]["amount"]))
+        if deltas:
+            await conn.execute(
+                "UPDATE wallets_read_model AS r SET balance = r.balance + d.delta,"
+                " updated_at = clock_timestamp()"
+                " FROM unnest($1::text[], $2::numeric[]) AS d(id, delta) WHERE r.id = d.id",
+                list(deltas),
+                list(deltas.values()),
+            )
+
+
+class LedgerProjector(Projector):
+    """Writes one `ledger_entries` row per balance-changing event, chaining balanceBefore to the
+    wallet's previous balanceAfter in event-version order."""
+
+    name = "ledger-projector"
+
+    async def apply(self, conn: asyncpg.Connection, events: list[dict[str, Any]]) -> None:
+        moves = [e for e in events if e["type"] in _SIGNS]
+        if not moves:
+            return
+        wallet_ids = sorted({e["wallet_id"] for e in moves})
+        heads: dict[str, Decimal] = {
+            row["id"]: row["balance_after"]
+            for row in await conn.fetch(
+                'SELECT w.id, last."balanceAfter" AS balance_after'
+                " FROM unnest($1::varchar[]) AS w(id) CROSS JOIN LATERAL ("
+                '   SELECT "balanceAfter" FROM ledger_entries WHERE "walletId" = w.id'
+                "    ORDER BY (metadata ->> 'eventVersion')::integer DESC LIMIT 1) AS last",
+                wallet_ids,
+            )
+        }
+        entries: list[tuple[Any, ...]] = []
+        for event in moves:
+            if self._faults.fires("ledger-skip"):
+                continue
+            copies = 2 if self._faults.fires("ledger-duplicate") else 1
+            for copy in range(copies):
+                entries.append(self._entry(event, heads, copy))
+        if entries:
+            columns = list(zip(*entries, strict=True))
+            await conn.execute(
+                'INSERT INTO ledger_entries ("walletId", "transactionType", amount, "balanceBefore",'
+                ' "balanceAfter", description, "referenceId", "relatedWalletId", metadata,'
+                ' "createdAt")'
+                " SELECT w, t::ledger_entries_transactiontype_enum, a, b, af, d, r, rel, m::jsonb,"
+                " (clock_timestamp() AT TIME ZONE 'UTC')"
+                " FROM unnest($1::text[], $2::text[], $3::numeric[], $4::numeric[], $5::numeric[],"
+                " $6::text[], $7::text[], $8::text[], $9::text[]) AS e(w, t, a, b, af, d, r, rel, m)",
+                *[list(column) for column in columns],
+            )
+
+    def _entry(self, event: dict[str, Any], heads: dict[str, Decimal], copy: int) -> tuple:
+        wallet_id = event["wallet_id"]
+        sign = _SIGNS[event["type"]]
+        amount = Decimal(str(event["payload"]["amount"]))
+        before = heads.get(wallet_id, Decimal(0))
+        after = before + sign * amount
+        heads[wallet_id] = after
+        written_before = before
+        if self._faults.fires("ledger-wrong-before"):
+            written_before = before + 1
+        metadata = event["metadata"]
+        reference = metadata.get("eventId") or f"{wallet_id}:{event['version']}"
+        return (
+            wallet_id,
+            "CREDIT" if sign > 0 else "DEBIT",
+            amount,
+            written_before,
+            after,
+            event["payload"].get("description"),
+            reference if copy == 0 else f"{reference}:copy{copy}",
+            metadata.get("relatedWalletId"),
+            dumps(
+                {
+                    "eventId": metadata.get("eventId"),
+                    "eventVersion": event["version"],
+                    "outboxId": event["outbox_id"],
+                    **({"transferId": metadata["transferId"]} if "transferId" in metadata else {}),
+                }
+            ),
+        )
+
+
+_SIGNS = {"WalletCredited": Decimal(1), "WalletDebited": Decimal(-1)}
+
+
+def _occurred_at(event: dict[str, Any]) -> datetime:
+    text = event["metadata"].get("occurredAt")
+    return datetime.fromisoformat(text) if text else datetime.now(UTC)
+
+
+async def listen_for_outbox(dsn: str, projectors: list[Projector], stopping: asyncio.Event) -> None:
+    """Wake the projectors on every outbox NOTIFY; reconnect if the listening connection drops."""
+
+    def wake_all(*_: Any) -> None:
+        for projector in projectors:
+            projector.wake.set()
+
+    while not stopping.is_set():
+        try:
+            conn = await asyncpg.connect(dsn)
+        except (OSError, asyncpg.PostgresError) as error:
+            log.warning("outbox listener cannot connect, polling meanwhile: %s", error)
+            await _sleep_unless(stopping, POLL_SECONDS)
+            continue
+        try:
+            await conn.add_listener(NOTIFY_CHANNEL, wake_all)
+            wake_all()
+            while not stopping.is_set() and not conn.is_closed():
+                await _sleep_unless(stopping, 1.0)
+        finally:
+            await conn.close()
+
+
+async def _sleep_unless(stopping: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.wait(), seconds)
+
+
+def build_projectors(pool: asyncpg.Pool, faults: Faults, names: list[str]) -> list[Projector]:
+    known = {cls.name: cls for cls in (ReadModelProjector, LedgerProjector)}
+    return [known[name](pool, faults) for name in names]
