@@ -1,0 +1,228 @@
+"""The suite's own command-line options: registered on Locust's parser (so they also work in conf
+files, as LOCUST_* environment variables and in the web UI's start form) and validated into one
+`SuiteOptions` before any load starts."""
+
+from __future__ import annotations
+
+import argparse
+import time
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+DEFAULT_RANGES = {
+    "initial_balance": "100-5000",
+    "credit_amount": "10-500",
+    "debit_amount": "10-200",
+    "transfer_amount": "10-300",
+}
+ID_PREFIX = "lt-"  # every wallet the suite creates starts with this; cleanup touches nothing else
+
+
+class UsageError(ValueError):
+    """A bad option value: reported in one line, exit code 2, before any load starts."""
+
+
+@dataclass(frozen=True)
+class AmountRange:
+    low: int
+    high: int
+
+    @classmethod
+    def parse(cls, text: str, name: str) -> AmountRange:
+        low_text, sep, high_text = str(text).strip().partition("-")
+        try:
+            low = int(low_text)
+            high = int(high_text) if sep else low
+        except ValueError:
+            raise UsageError(
+                f"--{name}: {text!r} is not MIN-MAX in whole numbers (e.g. 10-500)"
+            ) from None
+        if (low <= 0 and name != "initial-balance") or low < 0:
+            raise UsageError(f"--{name}: amounts must be positive, got {text!r}")
+        if low > high:
+            raise UsageError(f"--{name}: minimum {low} is above maximum {high}")
+        return cls(low, high)
+
+
+@dataclass(frozen=True)
+class SuiteOptions:
+    wallets: int
+    seed: int | None
+    run_id: str
+    weights: dict[str, int]
+    initial_balance: AmountRange
+    credit_amount: AmountRange
+    debit_amount: AmountRange
+    transfer_amount: AmountRange
+    replay_ratio: float
+    hot_wallets: int
+    pg_dsn: str | None
+    settle_timeout: float
+    min_create_success: float
+    min_operation_success: float
+    max_p95_ms: float
+    report_dir: str
+    request_timeout: float
+
+
+def register(parser: Any) -> None:
+    """Add the suite's options to Locust's parser (the `init_command_line_parser` hook)."""
+    # On the parser itself, not a group: only Locust's parser knows is_secret and the web UI form.
+    group = parser
+    group.add_argument(
+        "--wallets",
+        type=str,
+        default="100",
+        help="wallets to create before the load starts (default 100)",
+    )
+    group.add_argument(
+        "--seed",
+        type=str,
+        default="",
+        help="seed for owner ids, balances and the operation mix (default: random)",
+    )
+    group.add_argument(
+        "--run-id",
+        type=str,
+        default="",
+        help="id of this run, part of every wallet id (default: generated)",
+    )
+    group.add_argument(
+        "--credit-weight", type=str, default="50", help="relative weight of credits (default 50)"
+    )
+    group.add_argument(
+        "--debit-weight", type=str, default="30", help="relative weight of debits (default 30)"
+    )
+    group.add_argument(
+        "--transfer-weight",
+        type=str,
+        default="20",
+        help="relative weight of transfers (default 20)",
+    )
+    for name, default in DEFAULT_RANGES.items():
+        flag = name.replace("_", "-")
+        group.add_argument(
+            f"--{flag}", type=str, default=default, help=f"MIN-MAX (default {default})"
+        )
+    group.add_argument(
+        "--replay-ratio",
+        type=str,
+        default="0.01",
+        help="share of mutations re-sent with the same Idempotency-Key (default 0.01)",
+    )
+    group.add_argument(
+        "--hot-wallets",
+        type=str,
+        default="3",
+        help="wallets the hot-wallet users fight over (default 3)",
+    )
+    group.add_argument(
+        "--pg-dsn",
+        type=str,
+        default="",
+        is_secret=True,
+        help="the target's PostgreSQL, for the consistency check (default: the embedded target's)",
+    )
+    group.add_argument(
+        "--settle-timeout",
+        type=str,
+        default="60",
+        help="seconds to wait for the projectors to drain after the load (default 60)",
+    )
+    group.add_argument(
+        "--min-create-success",
+        type=str,
+        default="95",
+        help="percent of wallet creations that must succeed (default 95)",
+    )
+    group.add_argument(
+        "--min-operation-success",
+        type=str,
+        default="90",
+        help="percent of operations that must succeed, refusals for funds apart (default 90)",
+    )
+    group.add_argument(
+        "--max-p95-ms",
+        type=str,
+        default="0",
+        help="fail the run if the p95 latency is above this (default 0: off)",
+    )
+    group.add_argument(
+        "--report-dir",
+        type=str,
+        default="reports",
+        help="where the run record and reports go (default reports/)",
+    )
+    group.add_argument(
+        "--request-timeout",
+        type=str,
+        default="10",
+        help="seconds before a request counts as indeterminate (default 10)",
+    )
+
+
+def _number(value: Any, name: str, kind: type, low: float | None = None, high: float | None = None):
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise UsageError(
+            f"--{name}: {value!r} is not a {'whole ' if kind is int else ''}number"
+        ) from None
+    if low is not None and number < low:
+        raise UsageError(f"--{name}: {number} is below {low}")
+    if high is not None and number > high:
+        raise UsageError(f"--{name}: {number} is above {high}")
+    return number
+
+
+def generate_run_id() -> str:
+    return time.strftime("%Y%m%d%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+def parse(parsed: argparse.Namespace) -> SuiteOptions:
+    """Validate Locust's parsed options into SuiteOptions; UsageError names the bad one."""
+    weights = {
+        kind: _number(getattr(parsed, f"{kind}_weight"), f"{kind}-weight", int, 0)
+        for kind in ("credit", "debit", "transfer")
+    }
+    if sum(weights.values()) <= 0:
+        raise UsageError(
+            "--credit-weight, --debit-weight, --transfer-weight: at least one must be positive"
+        )
+    run_id = str(parsed.run_id or "").strip() or generate_run_id()
+    if not all(ch.isalnum() or ch in "-_" for ch in run_id) or len(run_id) > 64:
+        raise UsageError(
+            f"--run-id: {run_id!r} may hold only letters, digits, '-' and '_' (at most 64)"
+        )
+    seed_text = str(parsed.seed or "").strip()
+    return SuiteOptions(
+        wallets=_number(parsed.wallets, "wallets", int, 1, 1_000_000),
+        seed=_number(seed_text, "seed", int) if seed_text else None,
+        run_id=run_id,
+        weights=weights,
+        **{
+            name: AmountRange.parse(getattr(parsed, name), name.replace("_", "-"))
+            for name in DEFAULT_RANGES
+        },
+        replay_ratio=_number(parsed.replay_ratio, "replay-ratio", float, 0, 1),
+        hot_wallets=_number(parsed.hot_wallets, "hot-wallets", int, 1, 1000),
+        pg_dsn=str(parsed.pg_dsn or "").strip() or None,
+        settle_timeout=_number(parsed.settle_timeout, "settle-timeout", float, 0),
+        min_create_success=_number(parsed.min_create_success, "min-create-success", float, 0, 100),
+        min_operation_success=_number(
+            parsed.min_operation_success, "min-operation-success", float, 0, 100
+        ),
+        max_p95_ms=_number(parsed.max_p95_ms, "max-p95-ms", float, 0),
+        report_dir=str(parsed.report_dir or "reports"),
+        request_timeout=_number(parsed.request_timeout, "request-timeout", float, 0.1),
+    )
+
+
+def wallet_id(run_id: str, index: int, kind: str = "w") -> str:
+    return f"{ID_PREFIX}{run_id}-{kind}{index:06d}"
+
+
+def money(value: int) -> Decimal:
+    return Decimal(value)

@@ -1,0 +1,218 @@
+"""The run record: what this run sent to each wallet and how each operation ended, `ok`,
+`rejected` (definitely no effect) or `indeterminate` (may or may not have applied), in the manner
+of a Jepsen history, but aggregated per wallet so it stays small however long the run.
+
+It is what the consistency check compares the database with, and what workers send to the master
+in a distributed run (`to_dict` / `from_dict` / `merge`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+ZERO = Decimal(0)
+
+OK, REJECTED, INDETERMINATE = "ok", "rejected", "indeterminate"
+OUTCOMES = (OK, REJECTED, INDETERMINATE)
+KINDS = ("credit", "debit", "transfer_out", "transfer_in")
+
+
+@dataclass
+class WalletTally:
+    """Everything the run did to one wallet, summed."""
+
+    created: str = OK  # the outcome of its creation
+    initial_balance: Decimal = ZERO
+    # per kind: acknowledged sum and count; indeterminate sum and count
+    ok_sum: dict[str, Decimal] = field(default_factory=lambda: dict.fromkeys(KINDS, ZERO))
+    ok_count: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    maybe_sum: dict[str, Decimal] = field(default_factory=lambda: dict.fromkeys(KINDS, ZERO))
+    maybe_count: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    rejected: int = 0
+    refused_for_funds: int = 0
+    replays: int = 0
+    replay_mismatches: int = 0
+
+    @property
+    def indeterminate(self) -> int:
+        return sum(self.maybe_count.values())
+
+    def expected_balance(self) -> tuple[Decimal, Decimal]:
+        """The (lowest, highest) balance the acknowledged and indeterminate operations allow."""
+        base = (
+            self.initial_balance
+            + self.ok_sum["credit"]
+            + self.ok_sum["transfer_in"]
+            - self.ok_sum["debit"]
+            - self.ok_sum["transfer_out"]
+        )
+        low = base - self.maybe_sum["debit"] - self.maybe_sum["transfer_out"]
+        high = base + self.maybe_sum["credit"] + self.maybe_sum["transfer_in"]
+        return low, high
+
+    def expected_entries(self) -> tuple[int, int]:
+        """The (fewest, most) ledger entries: one per balance-changing event, the initial
+        balance included once."""
+        base = (1 if self.initial_balance > 0 else 0) + sum(self.ok_count.values())
+        return base, base + self.indeterminate
+
+    def merge(self, other: WalletTally) -> None:
+        if other.created != OK:
+            self.created = other.created
+        self.initial_balance = max(self.initial_balance, other.initial_balance)
+        for kind in KINDS:
+            self.ok_sum[kind] += other.ok_sum[kind]
+            self.ok_count[kind] += other.ok_count[kind]
+            self.maybe_sum[kind] += other.maybe_sum[kind]
+            self.maybe_count[kind] += other.maybe_count[kind]
+        for name in ("rejected", "refused_for_funds", "replays", "replay_mismatches"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass
+class RunRecord:
+    """Per-wallet tallies of one run, plus the run's identity."""
+
+    run_id: str
+    wallets: dict[str, WalletTally] = field(default_factory=dict)
+    creations_attempted: int = 0
+    operations: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
+    # wallets whose client-side record is incomplete (e.g. their worker died): checked only by
+    # the database's own invariants
+    unverified: set[str] = field(default_factory=set)
+
+    def tally(self, wallet_id: str) -> WalletTally:
+        tally = self.wallets.get(wallet_id)
+        if tally is None:
+            tally = self.wallets[wallet_id] = WalletTally()
+        return tally
+
+    def wallet_created(self, wallet_id: str, outcome: str, initial_balance: Decimal) -> None:
+        self.creations_attempted += 1
+        tally = self.tally(wallet_id)
+        tally.created = outcome
+        tally.initial_balance = initial_balance
+
+    def operation(
+        self,
+        kind: str,
+        outcome: str,
+        wallet_id: str,
+        amount: Decimal,
+        *,
+        to_wallet_id: str | None = None,
+        refused_for_funds: bool = False,
+    ) -> None:
+        """One credit, debit or transfer (kind 'transfer', with to_wallet_id) and its outcome."""
+        self.operations[outcome] += 1
+        legs = (
+            [("transfer_out", wallet_id), ("transfer_in", to_wallet_id)]
+            if kind == "transfer"
+            else [(kind, wallet_id)]
+        )
+        for leg, leg_wallet in legs:
+            tally = self.tally(leg_wallet)
+            if outcome == OK:
+                tally.ok_sum[leg] += amount
+                tally.ok_count[leg] += 1
+            elif outcome == INDETERMINATE:
+                tally.maybe_sum[leg] += amount
+                tally.maybe_count[leg] += 1
+        if outcome == REJECTED:
+            tally = self.tally(wallet_id)
+            tally.rejected += 1
+            tally.refused_for_funds += int(refused_for_funds)
+
+    def replay(self, wallet_id: str, matched: bool) -> None:
+        tally = self.tally(wallet_id)
+        tally.replays += 1
+        tally.replay_mismatches += int(not matched)
+
+    # --- summaries ---------------------------------------------------------------------------
+
+    def creation_counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(OUTCOMES, 0)
+        for tally in self.wallets.values():
+            counts[tally.created] += 1
+        return counts
+
+    def refused_for_funds(self) -> int:
+        return sum(t.refused_for_funds for t in self.wallets.values())
+
+    def replay_counts(self) -> tuple[int, int]:
+        return (
+            sum(t.replays for t in self.wallets.values()),
+            sum(t.replay_mismatches for t in self.wallets.values()),
+        )
+
+    # --- serialisation and merging (distributed runs, the saved record) ---------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "creations_attempted": self.creations_attempted,
+            "operations": dict(self.operations),
+            "unverified": sorted(self.unverified),
+            "wallets": {wid: _tally_to_dict(t) for wid, t in self.wallets.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunRecord:
+        record = cls(
+            run_id=data["run_id"],
+            creations_attempted=data.get("creations_attempted", 0),
+            operations={**dict.fromkeys(OUTCOMES, 0), **data.get("operations", {})},
+            unverified=set(data.get("unverified", [])),
+        )
+        record.wallets = {wid: _tally_from_dict(t) for wid, t in data.get("wallets", {}).items()}
+        return record
+
+    def merge(self, other: RunRecord) -> None:
+        self.creations_attempted += other.creations_attempted
+        for outcome in OUTCOMES:
+            self.operations[outcome] += other.operations[outcome]
+        self.unverified |= other.unverified
+        for wallet_id, tally in other.wallets.items():
+            self.tally(wallet_id).merge(tally)
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=1, sort_keys=True))
+
+    @classmethod
+    def load(cls, path: Path) -> RunRecord:
+        return cls.from_dict(json.loads(path.read_text()))
+
+
+_MONEY_FIELDS = {"initial_balance"}
+_MONEY_MAPS = {"ok_sum", "maybe_sum"}
+
+
+def _tally_to_dict(tally: WalletTally) -> dict[str, Any]:
+    data = asdict(tally)
+    data["initial_balance"] = str(tally.initial_balance)
+    for name in _MONEY_MAPS:
+        data[name] = {k: str(v) for k, v in data[name].items() if v}
+    for name in ("ok_count", "maybe_count"):
+        data[name] = {k: v for k, v in data[name].items() if v}
+    return data
+
+
+def _tally_from_dict(data: dict[str, Any]) -> WalletTally:
+    tally = WalletTally()
+    for f in fields(WalletTally):
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        if f.name in _MONEY_FIELDS:
+            value = Decimal(value)
+        elif f.name in _MONEY_MAPS:
+            value = {**dict.fromkeys(KINDS, ZERO), **{k: Decimal(v) for k, v in value.items()}}
+        elif f.name in ("ok_count", "maybe_count"):
+            value = {**dict.fromkeys(KINDS, 0), **value}
+        setattr(tally, f.name, value)
+    return tally

@@ -1,0 +1,55 @@
+"""The state of one load-generating process during a run: its options, wallet pools and run
+record. The hooks create it; the user classes read it through `suite_run(environment)`."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from .options import SuiteOptions
+from .pool import WalletPool
+from .record import RunRecord
+from .seeding import SeedResult
+
+
+@dataclass
+class SuiteRun:
+    options: SuiteOptions
+    record: RunRecord
+    rng: random.Random
+    wallets: WalletPool  # the WalletUser's wallets: exact bookkeeping
+    hot_wallets: WalletPool  # fought over by HotWalletUsers: refusals expected
+    seeding: dict[str, SeedResult] = field(default_factory=dict)
+    ready: bool = False
+
+    @classmethod
+    def start(cls, options: SuiteOptions) -> SuiteRun:
+        rng = random.Random(options.seed)
+        return cls(
+            options=options,
+            record=RunRecord(options.run_id),
+            rng=rng,
+            wallets=WalletPool(random.Random(rng.random())),
+            hot_wallets=WalletPool(random.Random(rng.random())),
+        )
+
+    def user_rng(self) -> random.Random:
+        """A generator for one user, derived from the run's seed (reproducible mixes)."""
+        return random.Random(self.rng.random())
+
+
+_ATTRIBUTE = "wallet_suite_run"
+
+
+def suite_run(environment: Any) -> SuiteRun:
+    run = getattr(environment, _ATTRIBUTE, None)
+    if run is None:
+        raise RuntimeError(
+            "the wallet suite's test_start hook has not run (is locustfile.py used?)"
+        )
+    return run
+
+
+def set_suite_run(environment: Any, run: SuiteRun | None) -> None:
+    setattr(environment, _ATTRIBUTE, run)

@@ -1,0 +1,129 @@
+"""Seeding: create the run's wallets concurrently before any task runs, each with an
+Idempotency-Key (re-sent once if the first answer was indeterminate, so a creation's fate is
+known), and put the created ones in the pool."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import gevent.pool
+from faker import Faker
+
+from .operations import outcome_of
+from .options import AmountRange, wallet_id
+from .pool import WalletPool, to_money
+from .record import INDETERMINATE, OK, RunRecord
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WalletPlan:
+    wallet_id: str
+    owner_id: str
+    initial_balance: Decimal
+
+
+@dataclass
+class SeedResult:
+    planned: int
+    created: int
+    seconds: float
+
+    @property
+    def success_percent(self) -> float:
+        return 100.0 * self.created / self.planned if self.planned else 100.0
+
+
+def plan_wallets(
+    run_id: str,
+    count: int,
+    balances: AmountRange,
+    seed: int | None,
+    kind: str = "w",
+    start: int = 0,
+) -> list[WalletPlan]:
+    """The wallets to create: reproducible for a given seed (owner ids from Faker)."""
+    fake = Faker()
+    fake.seed_instance(seed)
+    rng = random.Random(seed)
+    return [
+        WalletPlan(
+            wallet_id(run_id, start + i, kind),
+            f"owner-{fake.user_name()}-{rng.randrange(10**6):06d}",
+            Decimal(rng.randint(balances.low, balances.high)),
+        )
+        for i in range(count)
+    ]
+
+
+def create_wallet(client: Any, plan: WalletPlan, key: str) -> tuple[str, Any]:
+    """POST /wallets once; the outcome and the answer's JSON (or None)."""
+    body = {
+        "walletId": plan.wallet_id,
+        "ownerId": plan.owner_id,
+        "initialBalance": int(plan.initial_balance),
+    }
+    with client.post(
+        "/wallets",
+        json=body,
+        headers={"Idempotency-Key": key},
+        name="/wallets",
+        catch_response=True,
+    ) as response:
+        outcome = outcome_of(response.status_code or None)
+        if outcome == OK:
+            response.success()
+            try:
+                return outcome, response.json()
+            except ValueError:
+                return outcome, None
+        response.failure(f"create wallet: {response.status_code}: {(response.text or '')[:200]}")
+        return outcome, None
+
+
+def seed(
+    client: Any,
+    plans: list[WalletPlan],
+    pool: WalletPool,
+    record: RunRecord,
+    *,
+    run_id: str,
+    concurrency: int = 50,
+    label: str = "wallets",
+) -> SeedResult:
+    started = time.monotonic()
+    done = 0
+    created = 0
+    step = max(1, len(plans) // 5)
+
+    def one(plan: WalletPlan) -> None:
+        nonlocal done, created
+        key = f"{run_id}-create-{uuid.uuid4().hex}"
+        outcome, body = create_wallet(client, plan, key)
+        if outcome == INDETERMINATE:
+            outcome, body = create_wallet(client, plan, key)  # same key: at most one effect
+        record.wallet_created(plan.wallet_id, outcome, plan.initial_balance)
+        if outcome == OK:
+            balance = plan.initial_balance
+            version = -1
+            if isinstance(body, dict):
+                balance = to_money(body.get("balance", balance))
+                version = body.get("version", -1) if isinstance(body.get("version"), int) else -1
+            pool.add(plan.wallet_id, balance, version)
+            created += 1
+        done += 1
+        if done % step == 0 or done == len(plans):
+            log.info("seeding %s: %d/%d (%d created)", label, done, len(plans), created)
+
+    workers = gevent.pool.Pool(max(1, min(concurrency, len(plans))))
+    for plan in plans:
+        workers.spawn(one, plan)
+    workers.join(raise_error=True)
+    return SeedResult(len(plans), created, time.monotonic() - started)
