@@ -1,0 +1,87 @@
+"""Each fault switch breaks the reference service in its own way: after the scripted workload that
+leaves a fault-free service consistent, the SQL checks find that fault's inconsistency and no other,
+and an unknown fault is refused at the command line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from invariants import describe, find_violations, violated_kinds
+from projection import wait_for_projectors
+from reference_workload import run_scripted_workload
+from wallet_http import WalletHttp
+
+from reference_wallet.commands import CONSUMERS
+from reference_wallet.faults import FAULTS
+from reference_wallet.postgres import PROJECT_ROOT
+
+# What each fault must show, and why when it shows more than one kind: a projection that misses or
+# doubles an event also ends on a different balance than the write side.
+FAULT_SYMPTOMS: dict[str, set[str]] = {
+    "ledger-skip": {"ledger_entry_missing", "ledger_vs_write_side"},
+    "ledger-duplicate": {"ledger_entry_duplicated", "ledger_vs_write_side"},
+    "ledger-wrong-before": {"ledger_chain"},
+    "read-model-lost-update": {"read_model_vs_write_side"},
+    "ledger-stall": {"outbox_not_processed", "ledger_vs_write_side"},
+    "read-model-stall": {"outbox_not_processed", "read_model_vs_write_side"},
+    # The projectors never hear of the dropped events, so both projections fall behind.
+    "outbox-drop": {"event_without_outbox", "read_model_vs_write_side", "ledger_vs_write_side"},
+    # The database agrees with itself; only the client's record shows the second effect.
+    "replay-twice": {"differs_from_client_record"},
+    "overdraft": {"negative_balance"},
+}
+# Faults that would leave nothing to compare at rate 1 fire on a seeded half of their chances.
+FAULT_RATES = {
+    "ledger-skip": 0.5,
+    "ledger-duplicate": 0.5,
+    "read-model-lost-update": 0.5,
+    "outbox-drop": 0.5,
+}
+STALLED_CONSUMER = {"ledger-stall": "ledger-projector", "read-model-stall": "read-model-projector"}
+
+
+def test_every_fault_switch_has_its_expected_symptoms_listed():
+    assert set(FAULT_SYMPTOMS) == set(FAULTS)
+
+
+def test_without_faults_the_scripted_workload_leaves_the_database_consistent(
+    reference_wallet, database_dsn
+):
+    service = reference_wallet()
+    record = run_scripted_workload(WalletHttp(service.url), "clean")
+    assert record.unexpected == []
+    assert record.acknowledged >= 30 and record.refused >= 1
+
+    wait_for_projectors(database_dsn)
+    violations = find_violations(database_dsn, record.balances)
+    assert violated_kinds(violations) == set(), describe(violations)
+
+
+@pytest.mark.parametrize("fault", FAULT_SYMPTOMS)
+def test_fault_switch_produces_its_inconsistency_and_nothing_else(
+    fault, reference_wallet, database_dsn
+):
+    service = reference_wallet(f"{fault}={FAULT_RATES.get(fault, 1)}", ["--fault-seed", "1"])
+    record = run_scripted_workload(WalletHttp(service.url), fault)
+    assert record.unexpected == []
+
+    wait_for_projectors(database_dsn, [c for c in CONSUMERS if c != STALLED_CONSUMER.get(fault)])
+    violations = find_violations(database_dsn, record.balances)
+    assert violated_kinds(violations) == FAULT_SYMPTOMS[fault], describe(violations)
+
+
+def test_an_unknown_fault_exits_2_with_one_line_and_no_traceback():
+    result = subprocess.run(
+        [sys.executable, "-m", "reference_wallet", "--faults", "bogus"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "bogus" in lines[0]
