@@ -51,11 +51,24 @@ async def _body(request: web.Request) -> dict[str, Any]:
     raw = await request.read()
     try:
         body = json.loads(raw or b"null", parse_float=Decimal, parse_int=Decimal)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: nesting deeper than the parser's stack, e.g. 20,000 opening brackets.
         raise BadRequest("Request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise BadRequest("Request body must be a JSON object")
     return body
+
+
+def _storable(text: str) -> bool:
+    """Whether PostgreSQL can store text: it refuses NUL, and UTF-8 has no lone surrogates
+    (which JSON's \\ud800 escapes and undecodable header bytes both produce)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _wallet_id(value: Any, field: str) -> str:
@@ -63,9 +76,15 @@ def _wallet_id(value: Any, field: str) -> str:
         raise BadRequest(f"{field} must be a non-empty string")
     if len(value) > MAX_ID_LENGTH:
         raise BadRequest(f"{field} must be at most {MAX_ID_LENGTH} characters")
-    if "/" in value or any(ord(ch) < 32 for ch in value):
-        raise BadRequest(f"{field} must not contain '/' or control characters")
+    if "/" in value or any(ord(ch) < 32 for ch in value) or not _storable(value):
+        raise BadRequest(f"{field} must not contain '/', control characters or invalid Unicode")
     return value
+
+
+def _path_wallet_id(request: web.Request) -> str:
+    """The wallet id in the URL, held to the same rules as one in a body: an id that no wallet
+    can have is bad input, not an unknown wallet, and must not reach SQL (NUL would fail there)."""
+    return _wallet_id(request.match_info["id"], "wallet id in the path")
 
 
 def _amount(value: Any, field: str = "amount", *, allow_zero: bool = False) -> Decimal:
@@ -88,6 +107,8 @@ def _description(value: Any) -> str | None:
         raise BadRequest(
             f"description must be a string of at most {MAX_DESCRIPTION_LENGTH} characters"
         )
+    if not _storable(value):
+        raise BadRequest("description must not contain NUL characters or invalid Unicode")
     return value
 
 
@@ -102,6 +123,8 @@ def _idempotency_key(request: web.Request) -> str | None:
         return None
     if not key.strip() or len(key) > MAX_ID_LENGTH:
         raise BadRequest(f"Idempotency-Key must be 1 to {MAX_ID_LENGTH} characters")
+    if any(ord(ch) < 32 for ch in key) or not _storable(key):
+        raise BadRequest("Idempotency-Key must be UTF-8 text without control characters")
     return key
 
 
@@ -168,7 +191,7 @@ class WalletApi:
         return await self._change(request, self._commands.debit)
 
     async def _change(self, request: web.Request, operation) -> web.Response:
-        wallet_id = request.match_info["id"]
+        wallet_id = _path_wallet_id(request)
 
         def run(body: dict[str, Any]):
             amount = _amount(body.get("amount"))
@@ -178,7 +201,7 @@ class WalletApi:
         return await self._mutation(request, run)
 
     async def transfer(self, request: web.Request) -> web.Response:
-        from_id = request.match_info["id"]
+        from_id = _path_wallet_id(request)
 
         def run(body: dict[str, Any]):
             to_id = _wallet_id(body.get("toWalletId"), "toWalletId")
@@ -189,12 +212,13 @@ class WalletApi:
         return await self._mutation(request, run)
 
     async def get_wallet(self, request: web.Request) -> web.Response:
+        wallet_id = _path_wallet_id(request)
         row = await self._pool.fetchrow(
             "SELECT id, owner_id, balance, created_at, updated_at FROM wallets_read_model WHERE id = $1",
-            request.match_info["id"],
+            wallet_id,
         )
         if row is None:
-            raise NotFound(f"Wallet {request.match_info['id']} not found")
+            raise NotFound(f"Wallet {wallet_id} not found")
         return _json(_read_model(row))
 
     async def list_wallets(self, request: web.Request) -> web.Response:
@@ -208,7 +232,7 @@ class WalletApi:
         return _json({"status": "ok", "module": "ledger"})
 
     async def ledger(self, request: web.Request) -> web.Response:
-        wallet_id = request.match_info["id"]
+        wallet_id = _path_wallet_id(request)
         query = request.query
         limit = _int_param(query.get("limit"), "limit", 50, 1, MAX_LEDGER_LIMIT)
         offset = _int_param(query.get("offset"), "offset", 0, 0, 10**9)
@@ -239,7 +263,7 @@ class WalletApi:
         return _json({"walletId": wallet_id, "count": len(entries), "transactions": entries})
 
     async def ledger_summary(self, request: web.Request) -> web.Response:
-        wallet_id = request.match_info["id"]
+        wallet_id = _path_wallet_id(request)
         totals = await self._pool.fetchrow(
             "SELECT coalesce(sum(amount) FILTER (WHERE \"transactionType\" IN ('CREDIT', 'TRANSFER_IN')), 0) AS credits,"
             " coalesce(sum(amount) FILTER (WHERE \"transactionType\" IN ('DEBIT', 'TRANSFER_OUT')), 0) AS debits,"
