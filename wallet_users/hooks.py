@@ -5,6 +5,7 @@ the listeners (locustfile.py does)."""
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import sys
 import time
@@ -18,7 +19,10 @@ from locust.contrib.fasthttp import FastHttpSession
 from locust.runners import MasterRunner, WorkerRunner
 from locust.stats import StatsEntry
 
+from reference_wallet.postgres import redact_dsn
+
 from . import options as suite_options
+from .consistency import CheckError, ConsistencyReport, Schema, not_checked, run_check
 from .options import UsageError
 from .pool import WalletPool
 from .run import SuiteRun, set_suite_run, suite_run
@@ -40,6 +44,8 @@ class Session:
     target: EmbeddedTarget | None = None
     generator: GeneratorLoad = field(default_factory=GeneratorLoad)
     verdict: list[Threshold] = field(default_factory=list)
+    consistency: ConsistencyReport | None = None
+    check_failed: bool = False  # the check could not run at all: exit code 2
     summary: list[str] = field(default_factory=list)
     started: float = 0.0
 
@@ -67,7 +73,15 @@ def _on_init(environment: Any, **_: Any) -> None:
         apply_weights(environment, opts.weights)
     except UsageError as error:
         usage_error(str(error))
+    if environment.web_ui is not None:
+        add_consistency_tab(environment)
     if environment.host:
+        if not opts.pg_dsn:
+            log.warning(
+                "wallet suite: --host %s without --pg-dsn: the consistency check will be SKIPPED"
+                " and the report will say 'not checked'",
+                environment.host,
+            )
         problem = probe(environment.host)
         if problem:
             usage_error(f"cannot reach --host {environment.host}: {problem}")
@@ -183,8 +197,43 @@ def _on_test_stop(environment: Any, **_: Any) -> None:
     SESSION.verdict = judge(run.record, run.options, p95)
     report_dir = Path(run.options.report_dir) / run.options.run_id
     record_path = report_dir / "run-record.json"
-    run.record.save(record_path)
-    SESSION.summary = summary_lines(environment, run, p95, record_path) + SESSION.summary
+    run.record.save(record_path)  # saved first: nothing the user ran is lost if the check fails
+    SESSION.consistency = check(run)
+    consistency_path = Path(run.options.consistency_report or report_dir / "consistency.json")
+    SESSION.consistency.save(consistency_path)
+    SESSION.summary = [
+        *summary_lines(environment, run, p95, record_path),
+        "",
+        *SESSION.consistency.console_lines(consistency_path),
+        *SESSION.summary,
+        "=" * 72,
+    ]
+
+
+def check(run: SuiteRun) -> ConsistencyReport:
+    """The consistency check of this run; never raises: a check that cannot run says why."""
+    opts = run.options
+    SESSION.check_failed = False
+    if not opts.pg_dsn:
+        log.warning("wallet suite: consistency NOT CHECKED: no --pg-dsn for the external --host")
+        return not_checked(run.record, "no --pg-dsn was given for the external --host")
+    log.info(
+        "consistency check: waiting up to %.0fs for the projectors, then checking",
+        opts.settle_timeout,
+    )
+    try:
+        return run_check(
+            opts.pg_dsn,
+            run.record,
+            schema=Schema.with_overrides(opts.schema_overrides),
+            settle_timeout=opts.settle_timeout,
+            sleep=gevent.sleep,
+        )
+    except CheckError as error:
+        SESSION.check_failed = True
+        message = f"the consistency check could not run: {error}"
+        print(f"wallet suite: {message}", file=sys.stderr, flush=True)
+        return not_checked(run.record, message, redact_dsn(opts.pg_dsn))
 
 
 @events.quitting.add_listener
@@ -192,8 +241,14 @@ def _on_quitting(environment: Any, **_: Any) -> None:
     if isinstance(environment.runner, WorkerRunner) or not SESSION.verdict:
         return
     failed = [t for t in SESSION.verdict if not t.passed]
-    if environment.process_exit_code is None or environment.process_exit_code == 0:
-        environment.process_exit_code = 1 if failed else 0
+    if environment.process_exit_code not in (None, 0):
+        return
+    if SESSION.check_failed:
+        environment.process_exit_code = 2
+    elif failed or (SESSION.consistency is not None and SESSION.consistency.valid is False):
+        environment.process_exit_code = 1
+    else:
+        environment.process_exit_code = 0
 
 
 @events.quit.add_listener
@@ -216,8 +271,6 @@ def mutation_p95(stats: Any) -> float | None:
 def summary_lines(
     environment: Any, run: SuiteRun, p95: float | None, record_path: Path
 ) -> list[str]:
-    failed = [t for t in SESSION.verdict if not t.passed]
-    verdict = "PASS" if not failed else "FAIL: " + "; ".join(t.line for t in failed)
     ops = operation_counts(run.record)
     elapsed = max(time.time() - SESSION.started, 1e-9)
     replays, mismatched = run.record.replay_counts()
@@ -226,7 +279,7 @@ def summary_lines(
     lines = [
         "",
         "=" * 72,
-        f"wallet suite verdict: {verdict}",
+        f"wallet suite verdict: {overall_verdict()}",
         f"run id {run.options.run_id}; target {environment.host} ({target})",
     ]
     if seeding:
@@ -242,8 +295,81 @@ def summary_lines(
         f"load generator CPU: {SESSION.generator.describe()}",
     ]
     lines += [f"  {'ok  ' if t.passed else 'FAIL'} {t.line}" for t in SESSION.verdict]
-    lines += [f"run record: {record_path}", "=" * 72]
+    lines += [f"run record: {record_path}"]
     return lines
+
+
+def overall_verdict() -> str:
+    failed = [t.line for t in SESSION.verdict if not t.passed]
+    consistency = SESSION.consistency
+    if consistency is not None and consistency.valid is False:
+        failed.append(consistency.headline())
+    if failed:
+        return "FAIL: " + "; ".join(failed)
+    if consistency is None or consistency.valid is None:
+        return "PASS (consistency not checked)"
+    return "PASS"
+
+
+def add_consistency_tab(environment: Any) -> None:
+    """A 'Consistency' tab in the web UI, filled after each test stops, plus /consistency (JSON)."""
+    from flask import jsonify, request
+
+    web_ui = environment.web_ui
+    web_ui.template_args["extended_tabs"] = [{"title": "Consistency", "key": "consistency"}]
+    web_ui.template_args["extended_tables"] = [
+        {
+            "key": "consistency",
+            "structure": [
+                {"key": "item", "title": "Item"},
+                {"key": "result", "title": "Result"},
+                {"key": "detail", "title": "Detail"},
+            ],
+        }
+    ]
+
+    def rows() -> list[dict[str, str]]:
+        report = SESSION.consistency
+        if report is None:
+            return [{"item": "verdict", "result": "no test has stopped yet", "detail": ""}]
+        out = [{"item": "verdict", "result": overall_verdict(), "detail": report.headline()}]
+        out += [
+            {"item": t.name, "result": "ok" if t.passed else "FAIL", "detail": t.line}
+            for t in SESSION.verdict
+        ]
+        for kind, group in report.groups().items():
+            first = group["first"]
+            out.append(
+                {
+                    "item": kind,
+                    "result": str(group["count"]),
+                    "detail": f"e.g. {first['wallet_id']}: expected {first['expected']}, found {first['found']}",
+                }
+            )
+        for check_name, why in report.skipped.items():
+            out.append({"item": check_name, "result": "skipped", "detail": why})
+        for consumer, lag in report.lag_ms.items():
+            out.append(
+                {
+                    "item": f"lag {consumer}",
+                    "result": f"p99 {lag['p99']:.0f} ms",
+                    "detail": f"p50 {lag['p50']:.0f} ms, p95 {lag['p95']:.0f} ms, max {lag['max']:.0f} ms",
+                }
+            )
+        return out
+
+    @web_ui.app.after_request
+    def _extend_stats(response):
+        if request.path == "/stats/requests" and response.is_json:
+            payload = response.get_json()
+            payload["extended_stats"] = [{"key": "consistency", "data": rows()}]
+            response.set_data(json.dumps(payload))
+        return response
+
+    @web_ui.app.route("/consistency")
+    def _consistency_json():
+        report = SESSION.consistency
+        return jsonify(report.to_dict() if report else {"status": "no test has stopped yet"})
 
 
 __all__ = ["ReadYourWritesUser", "suite_run"]

@@ -6,12 +6,11 @@ and the run record. The user classes only choose which operation to call."""
 from __future__ import annotations
 
 import random
-import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from .options import AmountRange
+from .options import AmountRange, idempotency_key
 from .pool import Reservation, WalletPool
 from .record import INDETERMINATE, OK, REJECTED, RunRecord
 
@@ -74,6 +73,7 @@ class WalletOperations:
 
     def credit(self, amount: Decimal, wallet_id: str | None = None) -> Answer:
         wallet_id = wallet_id or self.pool.pick()
+        self.record.operation_sent("credit", wallet_id, amount)
         answer = self._send(
             f"/wallets/{wallet_id}/credit", "/wallets/[id]/credit", {"amount": int(amount)}
         )
@@ -84,6 +84,7 @@ class WalletOperations:
         reservation = self._reserve(amount, wallet_id)
         if reservation is None:
             return None  # no wallet can afford it right now: skip rather than provoke a refusal
+        self.record.operation_sent("debit", reservation.wallet_id, amount)
         answer = self._send(
             f"/wallets/{reservation.wallet_id}/debit",
             "/wallets/[id]/debit",
@@ -100,6 +101,7 @@ class WalletOperations:
         if to_id is None:
             self.pool.rejected(reservation)
             return None
+        self.record.operation_sent("transfer", reservation.wallet_id, amount, to_id)
         answer = self._send(
             f"/wallets/{reservation.wallet_id}/transfer",
             "/wallets/[id]/transfer",
@@ -116,7 +118,7 @@ class WalletOperations:
         return self.pool.reserve(amount, wallet_id)
 
     def _send(self, path: str, name: str, body: dict) -> Answer:
-        key = f"{self.run_id}-{uuid.uuid4().hex}"
+        key = idempotency_key(self.run_id)
         answer = self._post(path, name, body, key, replay=False)
         if (
             self.replay_ratio
@@ -189,7 +191,7 @@ class WalletOperations:
                 self.pool.indeterminate_credit(to_id, amount)
         else:
             self.pool.indeterminate_credit(wallet_id, amount)
-        self.record.operation(
+        self.record.operation_answered(
             kind,
             outcome,
             wallet_id,

@@ -65,6 +65,8 @@ class SuiteOptions:
     max_p95_ms: float
     report_dir: str
     request_timeout: float
+    consistency_report: str | None
+    schema_overrides: str
 
 
 def register(parser: Any) -> None:
@@ -161,6 +163,18 @@ def register(parser: Any) -> None:
         default="10",
         help="seconds before a request counts as indeterminate (default 10)",
     )
+    group.add_argument(
+        "--consistency-report",
+        type=str,
+        default="",
+        help="where the consistency report JSON goes (default <report-dir>/<run-id>/consistency.json)",
+    )
+    group.add_argument(
+        "--schema-overrides",
+        type=str,
+        default="",
+        help="names that differ from the contract, e.g. 'ledger_entries=ledger,ledger_entries.balanceAfter=balance_after'",
+    )
 
 
 def _number(value: Any, name: str, kind: type, low: float | None = None, high: float | None = None):
@@ -217,11 +231,28 @@ def parse(parsed: argparse.Namespace) -> SuiteOptions:
         max_p95_ms=_number(parsed.max_p95_ms, "max-p95-ms", float, 0),
         report_dir=str(parsed.report_dir or "reports"),
         request_timeout=_number(parsed.request_timeout, "request-timeout", float, 0.1),
+        consistency_report=str(parsed.consistency_report or "").strip() or None,
+        schema_overrides=_schema_overrides(parsed.schema_overrides),
     )
+
+
+def _schema_overrides(text: Any) -> str:
+    from .consistency.schema import Schema, SchemaError
+
+    try:
+        Schema.with_overrides(str(text or ""))
+    except SchemaError as error:
+        raise UsageError(f"--schema-overrides: {error}") from None
+    return str(text or "")
 
 
 def wallet_id(run_id: str, index: int, kind: str = "w") -> str:
     return f"{ID_PREFIX}{run_id}-{kind}{index:06d}"
+
+
+def idempotency_key(run_id: str) -> str:
+    """A fresh key, under the suite's prefix and the run id, so cleanup can find it."""
+    return f"{ID_PREFIX}{run_id}-{uuid.uuid4().hex}"
 
 
 def money(value: int) -> Decimal:

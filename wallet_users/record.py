@@ -108,7 +108,50 @@ class RunRecord:
         refused_for_funds: bool = False,
     ) -> None:
         """One credit, debit or transfer (kind 'transfer', with to_wallet_id) and its outcome."""
-        self.operations[outcome] += 1
+        self._book(kind, outcome, wallet_id, amount, to_wallet_id, +1)
+        if outcome == REJECTED:
+            tally = self.tally(wallet_id)
+            tally.rejected += 1
+            tally.refused_for_funds += int(refused_for_funds)
+
+    def operation_sent(
+        self, kind: str, wallet_id: str, amount: Decimal, to_wallet_id: str | None = None
+    ) -> None:
+        """Book an operation as indeterminate before it is sent: if the run stops while it is in
+        flight (Locust kills users mid-request), it stays so, which is the truth."""
+        self.operation(kind, INDETERMINATE, wallet_id, amount, to_wallet_id=to_wallet_id)
+
+    def operation_answered(
+        self,
+        kind: str,
+        outcome: str,
+        wallet_id: str,
+        amount: Decimal,
+        *,
+        to_wallet_id: str | None = None,
+        refused_for_funds: bool = False,
+    ) -> None:
+        """Replace an operation_sent booking with the outcome its answer gave."""
+        self._book(kind, INDETERMINATE, wallet_id, amount, to_wallet_id, -1)
+        self.operation(
+            kind,
+            outcome,
+            wallet_id,
+            amount,
+            to_wallet_id=to_wallet_id,
+            refused_for_funds=refused_for_funds,
+        )
+
+    def _book(
+        self,
+        kind: str,
+        outcome: str,
+        wallet_id: str,
+        amount: Decimal,
+        to_wallet_id: str | None,
+        sign: int,
+    ) -> None:
+        self.operations[outcome] += sign
         legs = (
             [("transfer_out", wallet_id), ("transfer_in", to_wallet_id)]
             if kind == "transfer"
@@ -117,15 +160,11 @@ class RunRecord:
         for leg, leg_wallet in legs:
             tally = self.tally(leg_wallet)
             if outcome == OK:
-                tally.ok_sum[leg] += amount
-                tally.ok_count[leg] += 1
+                tally.ok_sum[leg] += sign * amount
+                tally.ok_count[leg] += sign
             elif outcome == INDETERMINATE:
-                tally.maybe_sum[leg] += amount
-                tally.maybe_count[leg] += 1
-        if outcome == REJECTED:
-            tally = self.tally(wallet_id)
-            tally.rejected += 1
-            tally.refused_for_funds += int(refused_for_funds)
+                tally.maybe_sum[leg] += sign * amount
+                tally.maybe_count[leg] += sign
 
     def replay(self, wallet_id: str, matched: bool) -> None:
         tally = self.tally(wallet_id)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import random
 import time
-import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -16,7 +15,7 @@ import gevent.pool
 from faker import Faker
 
 from .operations import outcome_of
-from .options import AmountRange, wallet_id
+from .options import AmountRange, idempotency_key, wallet_id
 from .pool import WalletPool, to_money
 from .record import INDETERMINATE, OK, RunRecord
 
@@ -105,7 +104,7 @@ def seed(
 
     def one(plan: WalletPlan) -> None:
         nonlocal done, created
-        key = f"{run_id}-create-{uuid.uuid4().hex}"
+        key = idempotency_key(run_id)
         outcome, body = create_wallet(client, plan, key)
         if outcome == INDETERMINATE:
             outcome, body = create_wallet(client, plan, key)  # same key: at most one effect

@@ -29,8 +29,7 @@ class EmbeddedTarget:
     @classmethod
     def start(cls, data_dir: Path | None = None) -> EmbeddedTarget:
         state = data_dir or DEFAULT_STATE_DIR
-        dsn = start_embedded(state / "pgdata")
-        apply_schema(dsn)
+        dsn = embedded_dsn(state)
         log_path = state / "reference_wallet.log"
         service = ReferenceWalletProcess(dsn, log_path=log_path).start()
         log.info("embedded target: reference_wallet at %s on %s", service.url, redact_dsn(dsn))
@@ -38,6 +37,14 @@ class EmbeddedTarget:
 
     def stop(self) -> None:
         self.service.stop()
+
+
+def embedded_dsn(data_dir: Path | None = None) -> str:
+    """Start (or join) the embedded PostgreSQL of the default target; its DSN. It stops when
+    this process exits."""
+    dsn = start_embedded((data_dir or DEFAULT_STATE_DIR) / "pgdata")
+    apply_schema(dsn)
+    return dsn
 
 
 def probe(host: str, timeout: float = 5.0) -> str | None:

@@ -18,7 +18,7 @@ from locust import FastHttpUser, HttpUser, constant, tag, task
 from locust.exception import StopUser
 
 from .operations import WalletOperations, outcome_of
-from .options import wallet_id
+from .options import idempotency_key, wallet_id
 from .record import OK
 from .run import suite_run
 from .seeding import WalletPlan, create_wallet
@@ -130,9 +130,7 @@ class ReadYourWritesUser(FastHttpUser):
             f"owner-ryw-{uuid.uuid4().hex[:8]}",
             Decimal(run.options.initial_balance.high),
         )
-        outcome, body = create_wallet(
-            self.client, plan, f"{run.options.run_id}-create-{uuid.uuid4().hex}"
-        )
+        outcome, body = create_wallet(self.client, plan, idempotency_key(run.options.run_id))
         run.record.wallet_created(plan.wallet_id, outcome, plan.initial_balance)
         if outcome != OK or not isinstance(body, dict):
             raise StopUser()

@@ -1,0 +1,72 @@
+"""Re-check a past run: `python -m wallet_users.check --pg-dsn DSN --run-record FILE`.
+
+Exit codes: 0 consistent, 1 violations found, 2 bad usage or the check could not run."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from reference_wallet.postgres import redact_dsn
+
+from .consistency import CheckError, Schema, SchemaError, run_check
+from .record import RunRecord
+from .target import embedded_dsn
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m wallet_users.check",
+        description="Check a past run's wallets in the service's PostgreSQL against its run record.",
+    )
+    parser.add_argument(
+        "--pg-dsn", help="the service's PostgreSQL (default: start the embedded one in .state/)"
+    )
+    parser.add_argument("--run-record", required=True, type=Path, help="run-record.json of the run")
+    parser.add_argument(
+        "--report", type=Path, help="where to write the report (default: beside the record)"
+    )
+    parser.add_argument(
+        "--settle-timeout",
+        type=float,
+        default=10.0,
+        help="seconds to wait for the projectors (default 10)",
+    )
+    parser.add_argument(
+        "--schema-overrides", default="", help="names that differ from the contract"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        record = RunRecord.load(args.run_record)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        parser.error(f"cannot read run record {args.run_record}: {error}")
+    try:
+        schema = Schema.with_overrides(args.schema_overrides)
+    except SchemaError as error:
+        parser.error(f"--schema-overrides: {error}")
+    report_path = args.report or args.run_record.with_name("consistency-recheck.json")
+    dsn = args.pg_dsn or embedded_dsn()
+    try:
+        report = run_check(dsn, record, schema=schema, settle_timeout=args.settle_timeout)
+    except CheckError as error:
+        from .consistency import not_checked
+
+        report = not_checked(
+            record, f"the consistency check could not run: {error}", redact_dsn(dsn)
+        )
+        report.save(report_path)
+        print(f"wallet_users.check: {report.reason} (report: {report_path})", file=sys.stderr)
+        return 2
+    report.save(report_path)
+    print("\n".join(report.console_lines(report_path)))
+    return 0 if report.valid else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Delete a run's test data: `python -m wallet_users.cleanup --pg-dsn DSN --run-id ID` (or
+`--older-than 2h`). A dry run by default, printing what it would delete; `--yes` deletes. It never
+touches a row outside the suite's own id prefix."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from datetime import timedelta
+
+import psycopg
+from psycopg import sql
+
+from reference_wallet.postgres import redact_dsn
+
+from .options import ID_PREFIX
+from .target import embedded_dsn
+
+# table -> (column holding a wallet id or key, timestamp column); deleted in this order.
+# outbox_consumer_processing and outbox_pending go with their outbox rows (ON DELETE CASCADE).
+TABLES: list[tuple[str, str, str]] = [
+    ("ledger_entries", "walletId", "createdAt"),
+    ("outbox", "aggregate_id", "created_at"),
+    ("events", "stream_id", "created_at"),
+    ("wallets_read_model", "id", "created_at"),
+    ("holds", "wallet_id", "created_at"),
+    ("wallets", "id", "created_at"),
+    ("idempotency_keys", "key", "created_at"),
+]
+_DURATION = re.compile(r"^(\d+)\s*([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_duration(text: str) -> timedelta:
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise ValueError(f"{text!r} is not a duration like 30m, 2h or 7d")
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def like_prefix(run_id: str | None) -> str:
+    """A LIKE pattern for the run's rows (or every suite row), with LIKE's wildcards escaped."""
+    prefix = ID_PREFIX + (f"{run_id}-" if run_id else "")
+    return prefix.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%") + "%"
+
+
+def plan(
+    conn: psycopg.Connection, pattern: str, older_than: timedelta | None
+) -> list[tuple[str, sql.Composed, int]]:
+    """The DELETE statements to run and how many rows each would delete."""
+    statements = []
+    for table, column, stamp in TABLES:
+        if conn.execute("SELECT to_regclass(%s)", (f"public.{table}",)).fetchone()[0] is None:
+            continue
+        where = sql.SQL("{} LIKE %(pattern)s").format(sql.Identifier(column))
+        if older_than is not None:
+            where = sql.SQL("{} AND {} < now() - %(age)s").format(where, sql.Identifier(stamp))
+        count = conn.execute(
+            sql.SQL("SELECT count(*) FROM {} WHERE {}").format(sql.Identifier(table), where),
+            {"pattern": pattern, "age": older_than},
+        ).fetchone()[0]
+        statements.append(
+            (table, sql.SQL("DELETE FROM {} WHERE {}").format(sql.Identifier(table), where), count)
+        )
+    return statements
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m wallet_users.cleanup", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--pg-dsn", help="the service's PostgreSQL (default: start the embedded one in .state/)"
+    )
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run-id", help="delete this run's rows")
+    which.add_argument("--older-than", help="delete the suite's rows older than this (30m, 2h, 7d)")
+    parser.add_argument("--yes", action="store_true", help="delete for real (default: a dry run)")
+    args = parser.parse_args(argv)
+    age = None
+    if args.older_than:
+        try:
+            age = parse_duration(args.older_than)
+        except ValueError as error:
+            parser.error(f"--older-than: {error}")
+    if args.run_id is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", args.run_id):
+        parser.error(f"--run-id: {args.run_id!r} is not a run id")
+    pattern = like_prefix(args.run_id)
+    dsn = args.pg_dsn or embedded_dsn()
+    try:
+        with psycopg.connect(dsn, connect_timeout=10) as conn, conn.transaction():
+            statements = plan(conn, pattern, age)
+            for table, _, count in statements:
+                print(f"{'deleting' if args.yes else 'would delete'} {count} rows from {table}")
+            if args.yes:
+                for _, statement, _ in statements:
+                    conn.execute(statement, {"pattern": pattern, "age": age})
+    except psycopg.Error as error:
+        lines = [line for line in str(error).strip().splitlines() if line.strip()]
+        print(
+            f"wallet_users.cleanup: {redact_dsn(dsn)}: {lines[-1] if lines else error}",
+            file=sys.stderr,
+        )
+        return 2
+    if not args.yes:
+        print("dry run: nothing deleted; add --yes to delete")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

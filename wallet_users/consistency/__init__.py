@@ -1,0 +1,72 @@
+"""The consistency check: after a run, prove from PostgreSQL that the ledger, the read model, the
+write side and both projectors agree with each other and with what the run acknowledged.
+
+`reading` talks to the database, `checker` decides (a pure function), `report` says it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import psycopg
+
+from reference_wallet.postgres import redact_dsn
+
+from ..record import RunRecord
+from .checker import check_consistency, wallets_in_scope
+from .reading import CheckError, connect, missing_tables, read_facts, wait_for_drain
+from .report import NOT_CHECKED, ConsistencyReport
+from .schema import Schema, SchemaError
+
+log = logging.getLogger(__name__)
+
+ESSENTIAL_TABLES = ("wallets", "ledger_entries")
+
+__all__ = ["CheckError", "ConsistencyReport", "Schema", "SchemaError", "not_checked", "run_check"]
+
+
+def not_checked(record: RunRecord, reason: str, target: str = "") -> ConsistencyReport:
+    return ConsistencyReport(status=NOT_CHECKED, run_id=record.run_id, reason=reason, target=target)
+
+
+def run_check(
+    dsn: str,
+    record: RunRecord,
+    *,
+    schema: Schema | None = None,
+    settle_timeout: float = 60.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> ConsistencyReport:
+    """Wait for the projectors to drain the run's events, read the facts, decide.
+    Raises CheckError when the check cannot run at all (database unreachable, refused, empty)."""
+    schema = schema or Schema()
+    target = redact_dsn(dsn)
+    started = time.monotonic()
+    wallet_ids = wallets_in_scope(record)
+    with connect(dsn) as conn:
+        try:
+            missing = missing_tables(conn, schema)
+            absent = [t for t in ESSENTIAL_TABLES if t in missing]
+            if absent:
+                raise CheckError(
+                    f"{', '.join(missing[t] for t in absent)} in {target}: is this the service's database?"
+                )
+            settle: dict = {}
+            if "outbox" not in missing and "outbox_consumer_processing" not in missing:
+                drained, waited, backlog = wait_for_drain(
+                    conn, schema, wallet_ids, settle_timeout, sleep=sleep
+                )
+                settle = {"drained": drained, "waited_s": round(waited, 3), "backlog": backlog}
+                if not drained:
+                    log.warning(
+                        "projectors did not drain within %.0fs: %s", settle_timeout, backlog
+                    )
+            facts = read_facts(conn, schema, wallet_ids)
+        except psycopg.Error as error:
+            raise CheckError(f"query failed: {str(error).strip().splitlines()[0]}") from None
+    report = check_consistency(record, facts, schema, target)
+    report.settle = settle
+    report.seconds = time.monotonic() - started
+    return report

@@ -1,0 +1,451 @@
+"""The consistency checker: a pure function of (the run record, the facts read from PostgreSQL)
+to a ConsistencyReport. Nothing here talks to the system under test.
+
+Per wallet the run touched: write side = read model = last ledger balanceAfter = sum of signed
+ledger amounts = what the run's acknowledged operations imply (a range where some operations were
+indeterminate); the ledger chain is unbroken; nothing is negative; every outbox event was
+processed exactly once by each consumer. Per run: money is conserved, replays had one effect, no
+referenceId or event is in the ledger twice.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from ..record import INDETERMINATE, KINDS, OK, RunRecord
+from .facts import Facts, LedgerSummary
+from .report import INVALID, VALID, ConsistencyReport, Violation
+from .schema import Schema
+
+ZERO = Decimal(0)
+
+
+def check_consistency(
+    record: RunRecord, facts: Facts, schema: Schema | None = None, target: str = ""
+) -> ConsistencyReport:
+    schema = schema or Schema()
+    report = ConsistencyReport(status=VALID, run_id=record.run_id, target=target)
+    found: list[Violation] = []
+    wallets = wallets_in_scope(record)
+    report.unverified_wallets = sorted(record.unverified & set(wallets))
+    _note_skipped(report, facts)
+
+    for wallet_id in wallets:
+        tally = record.wallets[wallet_id]
+        write = facts.write_side.get(wallet_id) if facts.write_side is not None else None
+        if facts.write_side is not None and write is None:
+            if tally.created == OK:
+                found.append(_v("missing_wallet", wallet_id, "a row", "none", schema, "wallets"))
+            continue  # an indeterminate creation that did not happen: nothing to check
+        balance = write.balance if write else None
+        if balance is not None and balance < 0:
+            found.append(
+                _v("negative_balance", wallet_id, ">= 0", balance, schema, "wallets", abs(balance))
+            )
+        if balance is not None and facts.read_model is not None:
+            found += check_read_model(wallet_id, balance, facts.read_model.get(wallet_id), schema)
+        if facts.ledger is not None:
+            ledger = facts.ledger.get(wallet_id)
+            found += check_ledger_chain(wallet_id, ledger, schema)
+            if balance is not None:
+                found += check_ledger_balance(wallet_id, balance, ledger, schema)
+        if facts.outbox is not None and write is not None:
+            found += check_outbox(wallet_id, write.version, facts.outbox.get(wallet_id), schema)
+        if wallet_id in record.unverified:
+            continue
+        if balance is not None:
+            low, high = tally.expected_balance()
+            if not low <= balance <= high:
+                expected = low if low == high else f"{low}..{high}"
+                off = min(abs(balance - low), abs(balance - high))
+                found.append(
+                    _v("expected_balance", wallet_id, expected, balance, schema, "wallets", off)
+                )
+        if facts.ledger is not None:
+            entries = facts.ledger[wallet_id].entries if wallet_id in facts.ledger else 0
+            fewest, most = tally.expected_entries()
+            if not fewest <= entries <= most:
+                expected = fewest if fewest == most else f"{fewest}..{most}"
+                off = min(abs(entries - fewest), abs(entries - most))
+                found.append(
+                    _v(
+                        "expected_entries",
+                        wallet_id,
+                        expected,
+                        entries,
+                        schema,
+                        "ledger_entries",
+                        off,
+                    )
+                )
+        if tally.replay_mismatches:
+            found.append(
+                _v(
+                    "idempotency",
+                    wallet_id,
+                    "replays answered as the first request",
+                    f"{tally.replay_mismatches} of {tally.replays} answered differently",
+                    schema,
+                    "ledger_entries",
+                    tally.replay_mismatches,
+                )
+            )
+
+    found += check_duplicates(facts, schema)
+    found += check_conservation(record, wallets, facts, schema)
+
+    for violation in found:
+        report.violations.setdefault(violation.kind, []).append(violation)
+    report.counts = _counts(wallets, facts)
+    report.lag_ms = {
+        consumer: {
+            "events": lag.events,
+            "p50": lag.p50_ms,
+            "p95": lag.p95_ms,
+            "p99": lag.p99_ms,
+            "max": lag.max_ms,
+        }
+        for consumer, lag in (facts.lag or {}).items()
+    }
+    if found:
+        report.status = INVALID
+    return report
+
+
+def wallets_in_scope(record: RunRecord) -> list[str]:
+    """The run's wallets whose creation may have happened (ok or indeterminate), in id order."""
+    return sorted(w for w, t in record.wallets.items() if t.created in (OK, INDETERMINATE))
+
+
+def check_read_model(
+    wallet_id: str, balance: Decimal, read: Decimal | None, schema: Schema
+) -> list[Violation]:
+    if read is None:
+        return [
+            _v(
+                "read_model_missing",
+                wallet_id,
+                balance,
+                "no row",
+                schema,
+                "wallets_read_model",
+                abs(balance),
+            )
+        ]
+    if read != balance:
+        return [
+            _v(
+                "read_model_mismatch",
+                wallet_id,
+                balance,
+                read,
+                schema,
+                "wallets_read_model",
+                abs(read - balance),
+            )
+        ]
+    return []
+
+
+def check_ledger_chain(
+    wallet_id: str, ledger: LedgerSummary | None, schema: Schema
+) -> list[Violation]:
+    """balanceBefore follows the previous balanceAfter, the first starts at 0, the arithmetic
+    holds, and no balance in the ledger is negative."""
+    if ledger is None:
+        return []
+    found = []
+    if ledger.first_before is not None and ledger.first_before != 0:
+        found.append(
+            _v(
+                "ledger_chain_broken",
+                wallet_id,
+                "first balanceBefore 0",
+                ledger.first_before,
+                schema,
+                "ledger_entries",
+                abs(ledger.first_before),
+            )
+        )
+    if ledger.chain_breaks:
+        entry, before, previous = ledger.first_break
+        found.append(
+            _v(
+                "ledger_chain_broken",
+                wallet_id,
+                f"balanceBefore {previous}",
+                f"balanceBefore {before}",
+                schema,
+                "ledger_entries",
+                abs(before - previous),
+                f"{ledger.chain_breaks} breaks, first at entry {entry}",
+            )
+        )
+    if ledger.arithmetic_breaks:
+        entry, before, signed, after = ledger.first_arithmetic
+        found.append(
+            _v(
+                "ledger_arithmetic",
+                wallet_id,
+                f"balanceAfter {before + signed}",
+                f"balanceAfter {after}",
+                schema,
+                "ledger_entries",
+                abs(after - before - signed),
+                f"{ledger.arithmetic_breaks} entries, first {entry}",
+            )
+        )
+    if ledger.lowest is not None and ledger.lowest < 0:
+        found.append(
+            _v(
+                "negative_balance",
+                wallet_id,
+                ">= 0",
+                ledger.lowest,
+                schema,
+                "ledger_entries",
+                abs(ledger.lowest),
+                "in the ledger",
+            )
+        )
+    return found
+
+
+def check_ledger_balance(
+    wallet_id: str, balance: Decimal, ledger: LedgerSummary | None, schema: Schema
+) -> list[Violation]:
+    last = ledger.last_after if ledger and ledger.last_after is not None else ZERO
+    total = ledger.signed_sum if ledger else ZERO
+    found = []
+    if last != balance:
+        found.append(
+            _v(
+                "ledger_balance_mismatch",
+                wallet_id,
+                balance,
+                last,
+                schema,
+                "ledger_entries",
+                abs(last - balance),
+                "last balanceAfter",
+            )
+        )
+    if total != balance:
+        found.append(
+            _v(
+                "ledger_sum_mismatch",
+                wallet_id,
+                balance,
+                total,
+                schema,
+                "ledger_entries",
+                abs(total - balance),
+                "sum of signed amounts",
+            )
+        )
+    return found
+
+
+def check_outbox(wallet_id: str, version: int | None, outbox, schema: Schema) -> list[Violation]:
+    found = []
+    if version is not None:
+        expected_versions = version + 1  # versions 0..version, one event each
+        have = outbox.distinct_versions if outbox else 0
+        beyond = (
+            outbox is not None and outbox.max_version is not None and outbox.max_version > version
+        )
+        if have < expected_versions or beyond:
+            found.append(
+                _v(
+                    "outbox_gap",
+                    wallet_id,
+                    f"versions 0..{version}",
+                    f"{have} versions" + (f", up to {outbox.max_version}" if outbox else ""),
+                    schema,
+                    "outbox",
+                    abs(expected_versions - have) + int(beyond),
+                )
+            )
+    if outbox is None:
+        return found
+    for consumer, missing in outbox.unprocessed.items():
+        if missing:
+            found.append(
+                _v(
+                    "unprocessed_event",
+                    wallet_id,
+                    f"{consumer} processed all",
+                    f"{missing} unprocessed",
+                    schema,
+                    "outbox",
+                    missing,
+                    f"consumer {consumer}",
+                )
+            )
+    for consumer, twice in outbox.processed_twice.items():
+        if twice:
+            found.append(
+                _v(
+                    "event_processed_twice",
+                    wallet_id,
+                    "once",
+                    f"{twice} events more than once",
+                    schema,
+                    "outbox",
+                    twice,
+                    f"consumer {consumer}",
+                )
+            )
+    return found
+
+
+def check_duplicates(facts: Facts, schema: Schema) -> list[Violation]:
+    found = []
+    for reference, copies, wallet_id in facts.duplicate_references or []:
+        found.append(
+            _v(
+                "duplicate_reference_id",
+                wallet_id,
+                1,
+                copies,
+                schema,
+                "ledger_entries",
+                copies,
+                f"referenceId {reference}",
+            )
+        )
+    for wallet_id, event_id, copies in facts.duplicate_event_entries or []:
+        found.append(
+            _v(
+                "duplicate_ledger_entry",
+                wallet_id,
+                1,
+                copies,
+                schema,
+                "ledger_entries",
+                copies,
+                f"event {event_id}",
+            )
+        )
+    for transfer_id, net, legs, wallet_ids in facts.transfer_imbalances or []:
+        found.append(
+            _v(
+                "transfer_not_conserved",
+                wallet_ids.split(" ")[0],
+                "2 legs netting 0",
+                f"{legs} legs netting {net}",
+                schema,
+                "ledger_entries",
+                abs(net) + abs(legs - 2),
+                f"transfer {transfer_id} between {wallet_ids}",
+            )
+        )
+    return found
+
+
+def check_conservation(
+    record: RunRecord, wallets: list[str], facts: Facts, schema: Schema
+) -> list[Violation]:
+    """The run's total balance equals initial balances plus credits minus debits (transfers
+    cancel out), within what indeterminate operations allow."""
+    if facts.write_side is None or record.unverified:
+        return []
+    low = high = ZERO
+    for wallet_id in wallets:
+        tally = record.wallets[wallet_id]
+        if tally.created == INDETERMINATE and wallet_id not in facts.write_side:
+            continue
+        wallet_low, wallet_high = tally.expected_balance()
+        low += wallet_low
+        high += wallet_high
+    total = sum((facts.write_side[w].balance for w in wallets if w in facts.write_side), ZERO)
+    if low <= total <= high:
+        return []
+    expected = low if low == high else f"{low}..{high}"
+    return [
+        Violation(
+            "conservation",
+            None,
+            expected,
+            total,
+            f"sum over {len(wallets)} wallets",
+            f"SELECT sum(balance) FROM {_quoted(schema.physical('wallets'))} WHERE id LIKE '{_run_prefix(record)}%';",
+            float(min(abs(total - low), abs(total - high))),
+        )
+    ]
+
+
+def _counts(wallets: list[str], facts: Facts) -> dict[str, int]:
+    return {
+        "wallets": len(wallets),
+        "ledger_entries": sum(s.entries for s in (facts.ledger or {}).values()),
+        "outbox_events": sum(s.events for s in (facts.outbox or {}).values()),
+    }
+
+
+def _note_skipped(report: ConsistencyReport, facts: Facts) -> None:
+    needs = {
+        "write side (balances, expected balances, conservation)": ["wallets"],
+        "read model": ["wallets_read_model"],
+        "ledger (chain, sums, duplicates, transfers)": ["ledger_entries"],
+        "outbox processing and projection lag": ["outbox", "outbox_consumer_processing"],
+    }
+    for check, tables in needs.items():
+        missing = [facts.tables_missing[t] for t in tables if t in facts.tables_missing]
+        if missing:
+            report.skipped[check] = "; ".join(missing)
+
+
+def _quoted(dotted: str) -> str:
+    return ".".join('"' + part.replace('"', '""') + '"' for part in dotted.split("."))
+
+
+def _run_prefix(record: RunRecord) -> str:
+    from ..options import ID_PREFIX
+
+    return f"{ID_PREFIX}{record.run_id}-"
+
+
+def paste_query(schema: Schema, table: str, wallet_id: str) -> str:
+    """A query a user can paste into psql to look at one wallet's rows in one table."""
+    literal = "'" + wallet_id.replace("'", "''") + "'"
+    t = _quoted(schema.physical(table))
+    cols = schema.columns[table]
+    q = lambda c: _quoted(cols[c])  # noqa: E731
+    if table == "ledger_entries":
+        return (
+            f"SELECT * FROM {t} WHERE {q('walletId')} = {literal}"
+            f" ORDER BY ({q('metadata')} ->> 'eventVersion')::integer, {q('createdAt')};"
+        )
+    if table == "outbox":
+        return (
+            f"SELECT o.*, p.{_quoted(schema.columns['outbox_consumer_processing']['consumer_name'])}"
+            f" FROM {t} AS o LEFT JOIN {_quoted(schema.physical('outbox_consumer_processing'))} AS p"
+            f" ON p.{_quoted(schema.columns['outbox_consumer_processing']['outbox_event_id'])} = o.{q('id')}"
+            f" WHERE o.{q('aggregate_id')} = {literal} ORDER BY o.{q('event_version')};"
+        )
+    return f"SELECT * FROM {t} WHERE {q('id')} = {literal};"
+
+
+def _v(
+    kind: str,
+    wallet_id: str,
+    expected,
+    found,
+    schema: Schema,
+    table: str,
+    magnitude=0,
+    detail: str = "",
+) -> Violation:
+    return Violation(
+        kind,
+        wallet_id,
+        expected,
+        found,
+        detail,
+        paste_query(schema, table, wallet_id),
+        float(magnitude),
+    )
+
+
+__all__ = ["KINDS", "check_consistency"]

@@ -1,0 +1,63 @@
+"""What the consistency check reads from PostgreSQL, as plain data: per-wallet aggregates and
+the few example rows the set-based queries return. The checker decides on these alone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+
+@dataclass
+class WriteSide:
+    balance: Decimal
+    version: int | None
+
+
+@dataclass
+class LedgerSummary:
+    entries: int
+    signed_sum: Decimal
+    last_after: Decimal | None
+    first_before: Decimal | None
+    lowest: Decimal | None
+    chain_breaks: int = 0
+    arithmetic_breaks: int = 0
+    # the first chain break, for the report: entry id, its balanceBefore, the previous balanceAfter
+    first_break: tuple[str, Decimal, Decimal] | None = None
+    first_arithmetic: tuple[str, Decimal, Decimal, Decimal] | None = None
+
+
+@dataclass
+class OutboxSummary:
+    events: int
+    min_version: int | None
+    max_version: int | None
+    distinct_versions: int
+    # per consumer: events it never processed, events it processed more than once
+    unprocessed: dict[str, int] = field(default_factory=dict)
+    processed_twice: dict[str, int] = field(default_factory=dict)
+    example_event: int | None = None
+
+
+@dataclass
+class Lag:
+    events: int
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+@dataclass
+class Facts:
+    """Everything read in one REPEATABLE READ snapshot. A None table means it was not read."""
+
+    tables_missing: dict[str, str] = field(default_factory=dict)  # logical name -> reason
+    write_side: dict[str, WriteSide] | None = None
+    read_model: dict[str, Decimal] | None = None
+    ledger: dict[str, LedgerSummary] | None = None
+    outbox: dict[str, OutboxSummary] | None = None
+    duplicate_references: list[tuple[str, int, str]] | None = None  # referenceId, copies, wallet
+    duplicate_event_entries: list[tuple[str, str, int]] | None = None  # wallet, eventId, copies
+    transfer_imbalances: list[tuple[str, Decimal, int, str]] | None = None  # id, net, legs, wallets
+    lag: dict[str, Lag] | None = None

@@ -1,0 +1,339 @@
+"""The SQL side of the consistency check: waiting for the projectors to drain, then reading the
+facts in one read-only REPEATABLE READ transaction, one set-based query per check (never one per
+wallet). The run's wallets travel as one array parameter."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from decimal import Decimal
+
+import psycopg
+from psycopg import sql
+
+from .facts import Facts, Lag, LedgerSummary, OutboxSummary, WriteSide
+from .schema import CONSUMERS, DEFAULT_SCHEMA, Schema
+
+log = logging.getLogger(__name__)
+
+RUN_WALLETS = sql.SQL("run_wallets(id) AS (SELECT unnest(%(ids)s::text[]))")
+
+
+class CheckError(RuntimeError):
+    """The check could not run: unreachable database, bad credentials, no contract tables."""
+
+
+def connect(dsn: str, timeout: float = 10.0) -> psycopg.Connection:
+    try:
+        return psycopg.connect(dsn, connect_timeout=max(1, int(timeout)), autocommit=True)
+    except psycopg.OperationalError as error:
+        raise CheckError(f"cannot connect: {_first_line(error)}") from None
+
+
+def _first_line(error: BaseException) -> str:
+    return libpq_reason(error)
+
+
+def libpq_reason(error: BaseException) -> str:
+    """The line of a libpq error that says why ('... failed: FATAL: password authentication
+    failed for user ...'), not its hint."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    for line in lines:
+        if "FATAL" in line or "failed:" in line or "timeout" in line:
+            return line
+    return lines[0] if lines else type(error).__name__
+
+
+def missing_tables(conn: psycopg.Connection, schema: Schema) -> dict[str, str]:
+    missing = {}
+    for logical in schema.tables:
+        found = conn.execute("SELECT to_regclass(%s)", (schema.physical(logical),)).fetchone()[0]
+        if found is None:
+            missing[logical] = f"table {schema.physical(logical)} does not exist"
+    return missing
+
+
+def backlog(conn: psycopg.Connection, schema: Schema, wallet_ids: list[str]) -> dict[str, int]:
+    """Per consumer: the run's outbox events it has not processed yet."""
+    o, p = "outbox", "outbox_consumer_processing"
+    query = sql.SQL(
+        "WITH {run} SELECT c.name, count(ev.id) FROM unnest(%(consumers)s::text[]) AS c(name)"
+        " LEFT JOIN LATERAL (SELECT o.{oid} AS id FROM {outbox} AS o JOIN run_wallets AS r ON r.id = o.{agg}"
+        "   WHERE NOT EXISTS (SELECT 1 FROM {proc} AS p WHERE p.{pev} = o.{oid} AND p.{pcons} = c.name)"
+        " ) AS ev ON true GROUP BY c.name"
+    ).format(
+        run=RUN_WALLETS,
+        outbox=schema.table(o),
+        proc=schema.table(p),
+        oid=schema.col(o, "id"),
+        agg=schema.col(o, "aggregate_id"),
+        pev=schema.col(p, "outbox_event_id"),
+        pcons=schema.col(p, "consumer_name"),
+    )
+    rows = conn.execute(query, {"ids": wallet_ids, "consumers": list(CONSUMERS)}).fetchall()
+    return {name: count for name, count in rows}
+
+
+def wait_for_drain(
+    conn: psycopg.Connection,
+    schema: Schema,
+    wallet_ids: list[str],
+    timeout: float,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    log_every: float = 2.0,
+) -> tuple[bool, float, dict[str, int]]:
+    """Poll the backlog until both consumers have processed every event of the run, or timeout.
+    Returns (drained, seconds waited, last backlog)."""
+    started = time.monotonic()
+    last_log = started
+    while True:
+        pending = backlog(conn, schema, wallet_ids)
+        waited = time.monotonic() - started
+        if not any(pending.values()):
+            return True, waited, pending
+        if waited >= timeout:
+            return False, waited, pending
+        if time.monotonic() - last_log >= log_every:
+            last_log = time.monotonic()
+            log.info(
+                "waiting for the projectors: %s (%.0fs of %.0fs)",
+                ", ".join(f"{name} {count} behind" for name, count in pending.items()),
+                waited,
+                timeout,
+            )
+        sleep(0.2)
+
+
+def read_facts(
+    conn: psycopg.Connection,
+    schema: Schema,
+    wallet_ids: list[str],
+    statement_timeout_s: float = 120,
+) -> Facts:
+    """Read every fact the checker needs in one read-only REPEATABLE READ snapshot."""
+    facts = Facts(tables_missing=missing_tables(conn, schema))
+    params = {"ids": wallet_ids, "consumers": list(CONSUMERS)}
+    conn.autocommit = False
+    try:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+        with conn.transaction():
+            conn.execute(
+                sql.SQL("SET LOCAL statement_timeout = {}").format(
+                    sql.Literal(f"{int(statement_timeout_s * 1000)}ms")
+                )
+            )
+            have = lambda *tables: not any(t in facts.tables_missing for t in tables)  # noqa: E731
+            if have("wallets"):
+                facts.write_side = _write_side(conn, schema, params)
+            if have("wallets_read_model"):
+                facts.read_model = _read_model(conn, schema, params)
+            if have("ledger_entries"):
+                facts.ledger = _ledger(conn, schema, params)
+                facts.duplicate_references = _duplicate_references(conn, schema, params)
+                facts.duplicate_event_entries = _duplicate_event_entries(conn, schema, params)
+                facts.transfer_imbalances = _transfer_imbalances(conn, schema, params)
+            if have("outbox", "outbox_consumer_processing"):
+                facts.outbox = _outbox(conn, schema, params)
+                facts.lag = _lag(conn, schema, params)
+    finally:
+        conn.autocommit = True
+    return facts
+
+
+def _write_side(conn, schema: Schema, params) -> dict[str, WriteSide]:
+    t = "wallets"
+    query = sql.SQL(
+        "WITH {run} SELECT w.{id}, w.{balance}, w.{version} FROM {table} AS w"
+        " JOIN run_wallets AS r ON r.id = w.{id}"
+    ).format(
+        run=RUN_WALLETS,
+        table=schema.table(t),
+        id=schema.col(t, "id"),
+        balance=schema.col(t, "balance"),
+        version=schema.col(t, "version"),
+    )
+    return {
+        wid: WriteSide(balance, version) for wid, balance, version in conn.execute(query, params)
+    }
+
+
+def _read_model(conn, schema: Schema, params) -> dict[str, Decimal]:
+    t = "wallets_read_model"
+    query = sql.SQL(
+        "WITH {run} SELECT m.{id}, m.{balance} FROM {table} AS m JOIN run_wallets AS r ON r.id = m.{id}"
+    ).format(
+        run=RUN_WALLETS,
+        table=schema.table(t),
+        id=schema.col(t, "id"),
+        balance=schema.col(t, "balance"),
+    )
+    return dict(conn.execute(query, params).fetchall())
+
+
+def _ledger_columns(schema: Schema) -> dict[str, sql.Composable]:
+    t = "ledger_entries"
+    cols = {key: schema.col(t, key, "l") for key in DEFAULT_SCHEMA[t]}
+    cols["table"] = schema.table(t)
+    cols["signed"] = sql.SQL(
+        "CASE WHEN l.{type}::text IN ('CREDIT', 'TRANSFER_IN') THEN l.{amount} ELSE -l.{amount} END"
+    ).format(type=schema.col(t, "transactionType"), amount=schema.col(t, "amount"))
+    # a wallet's entries in event order: the event version the projector keeps in metadata,
+    # else creation time, else id (the real service keeps no version)
+    cols["order"] = sql.SQL("({m} ->> 'eventVersion')::integer, {c}, {i}").format(
+        m=cols["metadata"], c=cols["createdAt"], i=cols["id"]
+    )
+    return cols
+
+
+def _ledger(conn, schema: Schema, params) -> dict[str, LedgerSummary]:
+    c = _ledger_columns(schema)
+    query = sql.SQL(
+        """WITH {run}, e AS (
+    SELECT {walletId} AS wallet_id, {id}::text AS entry_id, {balanceBefore} AS before,
+           {balanceAfter} AS after, {signed} AS signed,
+           lag({balanceAfter}) OVER w AS prev_after,
+           row_number() OVER w AS position,
+           count(*) OVER (PARTITION BY {walletId}) AS n
+      FROM {table} AS l JOIN run_wallets AS r ON r.id = {walletId}
+    WINDOW w AS (PARTITION BY {walletId} ORDER BY {order})
+), flagged AS (
+    SELECT *, (prev_after IS NOT NULL AND before <> prev_after) AS chain_break,
+              (after <> before + signed) AS arithmetic_break
+      FROM e
+)
+SELECT wallet_id, count(*), sum(signed),
+       max(after) FILTER (WHERE position = n), max(before) FILTER (WHERE position = 1),
+       least(min(before), min(after)),
+       count(*) FILTER (WHERE chain_break), count(*) FILTER (WHERE arithmetic_break),
+       (array_agg(ARRAY[entry_id, before::text, prev_after::text] ORDER BY position)
+            FILTER (WHERE chain_break))[1:1],
+       (array_agg(ARRAY[entry_id, before::text, signed::text, after::text] ORDER BY position)
+            FILTER (WHERE arithmetic_break))[1:1]
+  FROM flagged GROUP BY wallet_id"""
+    ).format(run=RUN_WALLETS, **c)
+    summaries = {}
+    for row in conn.execute(query, params):
+        wallet, n, total, last_after, first_before, lowest, chains, ariths, chain_ex, arith_ex = row
+        summaries[wallet] = LedgerSummary(
+            entries=n,
+            signed_sum=total,
+            last_after=last_after,
+            first_before=first_before,
+            lowest=lowest,
+            chain_breaks=chains,
+            arithmetic_breaks=ariths,
+            first_break=(chain_ex[0][0], Decimal(chain_ex[0][1]), Decimal(chain_ex[0][2]))
+            if chain_ex
+            else None,
+            first_arithmetic=tuple([arith_ex[0][0], *map(Decimal, arith_ex[0][1:])])
+            if arith_ex
+            else None,
+        )
+    return summaries
+
+
+def _duplicate_references(conn, schema: Schema, params) -> list[tuple[str, int, str]]:
+    c = _ledger_columns(schema)
+    query = sql.SQL(
+        "WITH {run} SELECT {referenceId}, count(*), min({walletId}) FROM {table} AS l"
+        " JOIN run_wallets AS r ON r.id = {walletId} GROUP BY {referenceId} HAVING count(*) > 1"
+        " ORDER BY count(*) DESC LIMIT 10000"
+    ).format(run=RUN_WALLETS, **c)
+    return conn.execute(query, params).fetchall()
+
+
+def _duplicate_event_entries(conn, schema: Schema, params) -> list[tuple[str, str, int]]:
+    c = _ledger_columns(schema)
+    query = sql.SQL(
+        "WITH {run} SELECT {walletId}, {metadata} ->> 'eventId', count(*) FROM {table} AS l"
+        " JOIN run_wallets AS r ON r.id = {walletId} WHERE {metadata} ? 'eventId'"
+        " GROUP BY 1, 2 HAVING count(*) > 1 ORDER BY count(*) DESC LIMIT 10000"
+    ).format(run=RUN_WALLETS, **c)
+    return conn.execute(query, params).fetchall()
+
+
+def _transfer_imbalances(conn, schema: Schema, params) -> list[tuple[str, Decimal, int, str]]:
+    """Transfers whose legs (entries sharing metadata.transferId) do not net to zero in pairs."""
+    c = _ledger_columns(schema)
+    query = sql.SQL(
+        "WITH {run} SELECT {metadata} ->> 'transferId', sum({signed}), count(*),"
+        " string_agg({walletId}, ' ' ORDER BY {walletId}) FROM {table} AS l"
+        " JOIN run_wallets AS r ON r.id = {walletId} WHERE {metadata} ? 'transferId'"
+        " GROUP BY 1 HAVING sum({signed}) <> 0 OR count(*) <> 2 LIMIT 10000"
+    ).format(run=RUN_WALLETS, **c)
+    return conn.execute(query, params).fetchall()
+
+
+def _outbox_parts(schema: Schema) -> dict[str, sql.Composable]:
+    o, p = "outbox", "outbox_consumer_processing"
+    return {
+        "run": RUN_WALLETS,
+        "outbox": schema.table(o),
+        "proc": schema.table(p),
+        "oid": schema.col(o, "id", "o"),
+        "agg": schema.col(o, "aggregate_id", "o"),
+        "ver": schema.col(o, "event_version", "o"),
+        "created": schema.col(o, "created_at", "o"),
+        "pev": schema.col(p, "outbox_event_id", "p"),
+        "pcons": schema.col(p, "consumer_name", "p"),
+        "pat": schema.col(p, "processed_at", "p"),
+    }
+
+
+def _outbox(conn, schema: Schema, params) -> dict[str, OutboxSummary]:
+    rm, lg = CONSUMERS
+    query = sql.SQL(
+        """WITH {run}, per_event AS (
+    SELECT {oid} AS id, {agg} AS wallet_id, {ver} AS version,
+           count({pev}) FILTER (WHERE {pcons} = %(rm)s) AS rm,
+           count({pev}) FILTER (WHERE {pcons} = %(lg)s) AS lg
+      FROM {outbox} AS o JOIN run_wallets AS r ON r.id = {agg}
+      LEFT JOIN {proc} AS p ON {pev} = {oid}
+     GROUP BY {oid}, {agg}, {ver}
+)
+SELECT wallet_id, count(*), min(version), max(version), count(DISTINCT version),
+       count(*) FILTER (WHERE rm = 0), count(*) FILTER (WHERE rm > 1),
+       count(*) FILTER (WHERE lg = 0), count(*) FILTER (WHERE lg > 1),
+       min(id) FILTER (WHERE rm <> 1 OR lg <> 1)
+  FROM per_event GROUP BY wallet_id"""
+    ).format(**_outbox_parts(schema))
+    result = {}
+    for (
+        wallet,
+        n,
+        vmin,
+        vmax,
+        distinct,
+        rm_none,
+        rm_many,
+        lg_none,
+        lg_many,
+        example,
+    ) in conn.execute(query, {**params, "rm": rm, "lg": lg}):
+        result[wallet] = OutboxSummary(
+            events=n,
+            min_version=vmin,
+            max_version=vmax,
+            distinct_versions=distinct,
+            unprocessed={rm: rm_none, lg: lg_none},
+            processed_twice={rm: rm_many, lg: lg_many},
+            example_event=example,
+        )
+    return result
+
+
+def _lag(conn, schema: Schema, params) -> dict[str, Lag]:
+    query = sql.SQL(
+        """WITH {run} SELECT {pcons}, count(*),
+       percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY extract(epoch FROM {pat} - {created})),
+       max(extract(epoch FROM {pat} - {created}))
+  FROM {outbox} AS o JOIN run_wallets AS r ON r.id = {agg} JOIN {proc} AS p ON {pev} = {oid}
+ GROUP BY {pcons}"""
+    ).format(**_outbox_parts(schema))
+    lags = {}
+    for consumer, n, (p50, p95, p99), worst in conn.execute(query, params):
+        lags[consumer] = Lag(n, p50 * 1000, p95 * 1000, p99 * 1000, float(worst) * 1000)
+    return lags

@@ -1,0 +1,169 @@
+"""The ConsistencyReport: a verdict, counts, and violations grouped by kind, each group with its
+count and its first, worst and last example (after Jepsen's bank checker); written as JSON and
+summed up in a few console lines."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+VALID, INVALID, NOT_CHECKED = "valid", "invalid", "not checked"
+MAX_KEPT_PER_KIND = 10_000
+
+# kind -> what it means, for the report and the README
+KINDS: dict[str, str] = {
+    "missing_wallet": "the run created the wallet, but the write side has no row for it",
+    "negative_balance": "a write-side or ledger balance below zero",
+    "read_model_missing": "the read model has no row for a wallet of the write side",
+    "read_model_mismatch": "read-model balance differs from the write-side balance",
+    "ledger_balance_mismatch": "the last ledger balanceAfter differs from the write-side balance",
+    "ledger_sum_mismatch": "the sum of signed ledger amounts differs from the write-side balance",
+    "ledger_chain_broken": "an entry's balanceBefore is not the previous entry's balanceAfter (or the first is not 0)",
+    "ledger_arithmetic": "an entry's balanceAfter is not balanceBefore plus or minus its amount",
+    "duplicate_reference_id": "two ledger entries share a referenceId",
+    "duplicate_ledger_entry": "one event has more than one ledger entry",
+    "transfer_not_conserved": "a transfer's ledger legs do not net to zero in one debit and one credit",
+    "outbox_gap": "write-side versions without an outbox event (or outbox events beyond the write side)",
+    "unprocessed_event": "an outbox event a consumer never processed",
+    "event_processed_twice": "an outbox event a consumer processed more than once",
+    "expected_balance": "the write-side balance differs from what the run's acknowledged operations imply",
+    "expected_entries": "the ledger entry count differs from the run's acknowledged balance-changing operations",
+    "idempotency": "a replayed Idempotency-Key had more than one effect",
+    "conservation": "the run's total differs from initial balances plus credits minus debits",
+}
+
+
+@dataclass
+class Violation:
+    kind: str
+    wallet_id: str | None
+    expected: Any
+    found: Any
+    detail: str = ""
+    query: str = ""  # SQL a user can paste to look at it
+    magnitude: float = 0.0  # how far off, to pick the worst example
+
+
+@dataclass
+class ConsistencyReport:
+    status: str  # valid / invalid / not checked
+    run_id: str
+    reason: str = ""  # why not checked
+    target: str = ""  # the redacted DSN
+    counts: dict[str, int] = field(default_factory=dict)
+    violations: dict[str, list[Violation]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # check -> why
+    lag_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+    settle: dict[str, Any] = field(default_factory=dict)
+    unverified_wallets: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def valid(self) -> bool | None:
+        return None if self.status == NOT_CHECKED else self.status == VALID
+
+    def violation_count(self) -> int:
+        return sum(len(v) for v in self.violations.values())
+
+    def groups(self) -> dict[str, dict[str, Any]]:
+        """Per kind: count, first, worst, last."""
+        out = {}
+        for kind, items in sorted(self.violations.items()):
+            if not items:
+                continue
+            worst = max(items, key=lambda v: v.magnitude)
+            out[kind] = {
+                "meaning": KINDS.get(kind, ""),
+                "count": len(items),
+                "first": _plain(asdict(items[0])),
+                "worst": _plain(asdict(worst)),
+                "last": _plain(asdict(items[-1])),
+            }
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(
+            {
+                "valid": self.valid,
+                "status": self.status,
+                "reason": self.reason,
+                "run_id": self.run_id,
+                "target": self.target,
+                "seconds": round(self.seconds, 3),
+                "counts": self.counts,
+                "summary": self.groups(),
+                "skipped_checks": self.skipped,
+                "projection_lag_ms": self.lag_ms,
+                "settle": self.settle,
+                "unverified_wallets": self.unverified_wallets,
+                "violations": {
+                    kind: [asdict(v) for v in items[:MAX_KEPT_PER_KIND]]
+                    for kind, items in sorted(self.violations.items())
+                    if items
+                },
+            }
+        )
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=1))
+
+    def headline(self) -> str:
+        if self.status == NOT_CHECKED:
+            return f"consistency NOT CHECKED: {self.reason}"
+        if self.status == VALID:
+            skipped = f" ({len(self.skipped)} checks skipped)" if self.skipped else ""
+            return (
+                f"consistency VALID: {self.counts.get('wallets', 0)} wallets, no violation{skipped}"
+            )
+        kinds = ", ".join(
+            f"{kind} {len(items)}" for kind, items in sorted(self.violations.items()) if items
+        )
+        return f"consistency INVALID: {self.violation_count()} violations ({kinds})"
+
+    def console_lines(self, report_path: Path | None = None) -> list[str]:
+        lines = [self.headline()]
+        if self.status != NOT_CHECKED:
+            counts = self.counts
+            lines.append(
+                f"  checked {counts.get('wallets', 0)} wallets, {counts.get('ledger_entries', 0)} ledger entries,"
+                f" {counts.get('outbox_events', 0)} outbox events in {self.seconds:.1f}s"
+                + (f"; settled in {self.settle.get('waited_s', 0):.1f}s" if self.settle else "")
+            )
+        for consumer, lag in sorted(self.lag_ms.items()):
+            lines.append(
+                f"  projection lag {consumer}: p50 {lag['p50']:.0f} ms, p95 {lag['p95']:.0f} ms,"
+                f" p99 {lag['p99']:.0f} ms, max {lag['max']:.0f} ms"
+            )
+        for kind, group in self.groups().items():
+            first = group["first"]
+            lines.append(
+                f"  {kind} x{group['count']}: e.g. {first['wallet_id'] or ''} expected {first['expected']}"
+                f" found {first['found']} {first['detail']}".rstrip()
+            )
+        for check, why in sorted(self.skipped.items()):
+            lines.append(f"  skipped {check}: {why}")
+        if self.unverified_wallets:
+            lines.append(
+                f"  {len(self.unverified_wallets)} wallets unverified against the client record"
+                " (checked by the database's own invariants only)"
+            )
+        if report_path is not None:
+            lines.append(f"  details: {report_path}")
+        return lines
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready: Decimals as strings that keep their digits, tuples as lists."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, float):
+        return round(value, 3)
+    return value
