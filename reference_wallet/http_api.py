@@ -305,10 +305,11 @@ def _int_param(text: str | None, name: str, default: int, low: int, high: int) -
 def _date_param(text: str, name: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text)
-    except ValueError:
+        if moment.tzinfo is not None:
+            moment = moment.astimezone(UTC).replace(tzinfo=None)
+    except (ValueError, OverflowError):
+        # OverflowError: an offset that moves year 1 or 9999 out of range when made UTC.
         raise BadRequest(f"{name} must be an ISO 8601 date") from None
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
     return moment
 
 

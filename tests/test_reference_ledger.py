@@ -178,6 +178,9 @@ def test_the_ledger_of_an_unknown_wallet_is_empty(api, dsn):
         "transactionType=REFUND",
         "startDate=yesterday",
         "endDate=2024-13-45",
+        "startDate=0001-01-01T00:00:00%2B14:00",
+        "endDate=9999-12-31T23:59:59-14:00",
+        "startDate=%00",
     ],
 )
 def test_a_bad_ledger_query_is_a_400(api, query):
