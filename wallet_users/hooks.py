@@ -1,11 +1,16 @@
-"""The suite's wiring into Locust's events: options, the embedded target, seeding before any task
-runs, the thresholds and the exit code, and the closing report. Importing this module registers
-the listeners (locustfile.py does)."""
+"""The suite's wiring into Locust's events: options, the embedded target, sharding and seeding
+before any task runs, gathering the run record, the thresholds, the consistency check, the exit
+code and the closing report. Importing this module registers the listeners (locustfile.py does).
+
+Roles: a local runner does everything; in a distributed run the master shards, merges and
+checks, and the workers seed their shard, generate load and report their record. Workers never
+connect to the target's database.
+"""
 
 from __future__ import annotations
 
 import atexit
-import json
+import dataclasses
 import logging
 import sys
 import time
@@ -17,24 +22,34 @@ import gevent
 from locust import events
 from locust.contrib.fasthttp import FastHttpSession
 from locust.runners import MasterRunner, WorkerRunner
-from locust.stats import StatsEntry
 
 from reference_wallet.postgres import redact_dsn
 
 from . import options as suite_options
 from .consistency import CheckError, ConsistencyReport, Schema, not_checked, run_check
-from .options import UsageError
-from .pool import WalletPool
+from .distributed import (
+    FINISH,
+    PLAN,
+    RECORD,
+    Coordinator,
+    ShardPlan,
+    WorkerReport,
+    shard_hot_wallets,
+    shard_wallets,
+)
+from .options import SuiteOptions, UsageError
+from .outcome import RunOutcome, add_consistency_tab, mutation_p95
+from .record import RunRecord
 from .run import SuiteRun, set_suite_run, suite_run
 from .saturation import GeneratorLoad
-from .seeding import plan_wallets, seed
+from .seeding import seed
 from .target import EmbeddedTarget, probe
-from .thresholds import Threshold, judge, operation_counts
+from .thresholds import judge
 from .users import TASK_KINDS, HotWalletUser, ReadYourWritesUser, WalletBehaviour
 
 log = logging.getLogger("wallet_suite")
 
-MUTATION_PREFIX = "/wallets/[id]/"
+RECORD_WAIT_SECONDS = 30.0  # how long the master waits for the workers' records after a stop
 
 
 @dataclass
@@ -43,11 +58,12 @@ class Session:
 
     target: EmbeddedTarget | None = None
     generator: GeneratorLoad = field(default_factory=GeneratorLoad)
-    verdict: list[Threshold] = field(default_factory=list)
-    consistency: ConsistencyReport | None = None
-    check_failed: bool = False  # the check could not run at all: exit code 2
-    summary: list[str] = field(default_factory=list)
+    coordinator: Coordinator = field(default_factory=Coordinator)
+    shard: ShardPlan | None = None  # a worker's shard, from the master's plan message
+    options: SuiteOptions | None = None  # the master's options for the current test
     started: float = 0.0
+    notes: list[str] = field(default_factory=list)
+    outcome: RunOutcome | None = None
 
 
 SESSION = Session()
@@ -59,6 +75,9 @@ def usage_error(message: str) -> None:
     sys.exit(2)
 
 
+# --- start-up ------------------------------------------------------------------------------------
+
+
 @events.init_command_line_parser.add_listener
 def _register_options(parser: Any) -> None:
     suite_options.register(parser)
@@ -66,15 +85,26 @@ def _register_options(parser: Any) -> None:
 
 @events.init.add_listener
 def _on_init(environment: Any, **_: Any) -> None:
-    if isinstance(environment.runner, WorkerRunner) or environment.parsed_options is None:
+    runner = environment.runner
+    if isinstance(runner, WorkerRunner):
+        runner.register_message(PLAN, _on_plan)
+        runner.register_message(FINISH, _on_finish)
+        # the master's options arrive with its spawn message; until then, the defaults
+        apply_weights(
+            environment, suite_options.parse(environment.parsed_options).weights, drop_empty=False
+        )
         return  # workers take their options and host from the master
+    if isinstance(runner, MasterRunner):
+        runner.register_message(RECORD, _on_record)
+    if environment.parsed_options is None:
+        return
     try:
         opts = suite_options.parse(environment.parsed_options)
         apply_weights(environment, opts.weights)
     except UsageError as error:
         usage_error(str(error))
     if environment.web_ui is not None:
-        add_consistency_tab(environment)
+        add_consistency_tab(environment, lambda: SESSION.outcome)
     if environment.host:
         if not opts.pg_dsn:
             log.warning(
@@ -97,19 +127,25 @@ def _on_init(environment: Any, **_: Any) -> None:
         environment.parsed_options.pg_dsn = SESSION.target.dsn
 
 
-def apply_weights(environment: Any, weights: dict[str, int]) -> None:
-    """Rebuild the task lists from --credit/debit/transfer-weight, and drop user classes that
-    --tags/--exclude-tags leave without tasks (Locust would fail to start them)."""
+def apply_weights(environment: Any, weights: dict[str, int], *, drop_empty: bool = True) -> None:
+    """Build the weighted users' task lists from --credit/debit/transfer-weight and the tags
+    (Locust filters tags once, before test_start; the weights may change per test in the web UI),
+    and drop user classes left without tasks (Locust would fail to start them)."""
     tags = set(getattr(environment.parsed_options, "tags", None) or []) or None
     excluded = set(getattr(environment.parsed_options, "exclude_tags", None) or []) or None
     kept = []
     for user_class in environment.user_classes:
         if issubclass(user_class, WalletBehaviour) or user_class is HotWalletUser:
             user_class.tasks = [
-                getattr(user_class, kind) for kind in TASK_KINDS for _ in range(weights[kind])
+                task
+                for kind in TASK_KINDS
+                if _selected(task := getattr(user_class, kind), tags, excluded)
+                for _ in range(weights[kind])
             ]
         if any(_selected(t, tags, excluded) for t in user_class.tasks):
             kept.append(user_class)
+    if not drop_empty:
+        return
     if not kept:
         raise UsageError("no task is left after --tags/--exclude-tags and the weights")
     environment.user_classes[:] = kept
@@ -120,30 +156,45 @@ def _selected(task: Any, tags: set[str] | None, excluded: set[str] | None) -> bo
     return (tags is None or bool(task_tags & tags)) and not (excluded and task_tags & excluded)
 
 
+# --- test start: shard, seed -------------------------------------------------------------------------
+
+
 @events.test_start.add_listener
 def _on_test_start(environment: Any, **_: Any) -> None:
-    if isinstance(environment.runner, MasterRunner):
-        return
+    runner = environment.runner
     try:
         opts = suite_options.parse(environment.parsed_options)
     except UsageError as error:  # the web UI's form can change options between tests
         log.error("wallet suite: %s", error)
-        gevent.spawn(environment.runner.stop)
+        gevent.spawn(runner.stop)
         return
+    SESSION.started = time.time()
+    SESSION.notes = []
+    if isinstance(runner, MasterRunner):
+        SESSION.options = opts
+        SESSION.coordinator.assign(runner, opts, opts.run_id, opts.shared_hot_wallets)
+        return
+    shard = ShardPlan(opts.run_id)
+    if isinstance(runner, WorkerRunner):
+        if SESSION.shard is None:
+            log.error("wallet suite: no shard plan from the master (does it run this locustfile?)")
+        else:
+            shard = SESSION.shard
+    opts = dataclasses.replace(opts, run_id=shard.run_id)
+    apply_weights(environment, opts.weights, drop_empty=False)
     run = SuiteRun.start(opts)
+    run.shard = shard
     set_suite_run(environment, run)
     for user_class in environment.user_classes:
         if hasattr(user_class, "network_timeout"):
             user_class.network_timeout = opts.request_timeout
             user_class.connection_timeout = opts.request_timeout
-    SESSION.started = time.time()
-    SESSION.summary = []
     _seed(environment, run)
     SESSION.generator.start()
 
 
 def _seed(environment: Any, run: SuiteRun) -> None:
-    opts = run.options
+    opts, shard = run.options, run.shard
     client = FastHttpSession(
         environment.host,
         environment.events.request,
@@ -152,224 +203,197 @@ def _seed(environment: Any, run: SuiteRun) -> None:
         network_timeout=opts.request_timeout,
         connection_timeout=opts.request_timeout,
     )
-    log.info("run %s: seeding %d wallets at %s", opts.run_id, opts.wallets, environment.host)
-    groups: list[tuple[str, WalletPool, list]] = [
-        (
-            "wallets",
-            run.wallets,
-            plan_wallets(opts.run_id, opts.wallets, opts.initial_balance, opts.seed),
-        )
-    ]
+    plans = shard_wallets(opts, shard)
+    log.info(
+        "run %s: seeding %d wallets (shard %d of %d) at %s",
+        opts.run_id,
+        len(plans),
+        shard.index + 1,
+        shard.count,
+        environment.host,
+    )
+    run.seeding["wallets"] = seed(client, plans, run.wallets, run.record, run_id=opts.run_id)
     if HotWalletUser in environment.user_classes:
-        hot_seed = None if opts.seed is None else opts.seed + 1
-        groups.append(
-            (
-                "hot wallets",
-                run.hot_wallets,
-                plan_wallets(opts.run_id, opts.hot_wallets, opts.initial_balance, hot_seed, "h"),
-            )
+        run.seeding["hot wallets"] = seed(
+            client,
+            shard_hot_wallets(opts, shard),
+            run.hot_wallets,
+            run.record,
+            run_id=opts.run_id,
+            label="hot wallets",
+            adopt_existing=shard.shared_hot_wallets,
         )
-    for label, pool, plans in groups:
-        run.seeding[label] = seed(client, plans, pool, run.record, run_id=opts.run_id, label=label)
     result = run.seeding["wallets"]
     log.info("seeded %d/%d wallets in %.1fs", result.created, result.planned, result.seconds)
     if result.success_percent < opts.min_create_success:
         message = (
             f"only {result.created} of {result.planned} wallets were created"
-            f" ({result.success_percent:.1f}% < {opts.min_create_success:g}%): stopping the run"
+            f" ({result.success_percent:.1f}% < {opts.min_create_success:g}%)"
         )
-        log.error(message)
-        SESSION.summary.append(f"stopped: {message}")
-        environment.process_exit_code = 1
-        gevent.spawn(environment.runner.quit)
+        log.error("wallet suite: %s: stopping the run", message)
+        SESSION.notes.append(f"stopped: {message}")
+        if not isinstance(environment.runner, WorkerRunner):
+            environment.process_exit_code = 1
+            gevent.spawn(environment.runner.quit)
     run.ready = True
+
+
+# --- distributed messages ----------------------------------------------------------------------
+
+
+def _on_plan(environment: Any, msg: Any, **_: Any) -> None:
+    SESSION.shard = ShardPlan(**msg.data)
+
+
+def _on_finish(environment: Any, msg: Any, **_: Any) -> None:
+    gevent.spawn(environment.runner.stop)  # test_stop then sends this worker's record
+
+
+def _on_record(environment: Any, msg: Any, **_: Any) -> None:
+    SESSION.coordinator.received(msg.node_id, msg.data)
+
+
+@events.test_stopping.add_listener
+def _on_test_stopping(environment: Any, **_: Any) -> None:
+    runner = environment.runner
+    if isinstance(runner, MasterRunner):
+        # A headless master quits without telling the workers to stop until its own test_stop
+        # is over: ask them now, so their records arrive while it waits for them.
+        for client_id in SESSION.coordinator.shards:
+            runner.send_message(FINISH, None, client_id=client_id)
+
+
+# --- test stop: gather, judge, check, report ----------------------------------------------------------
 
 
 @events.test_stop.add_listener
 def _on_test_stop(environment: Any, **_: Any) -> None:
-    if isinstance(environment.runner, WorkerRunner):
-        return
+    runner = environment.runner
     SESSION.generator.stop()
-    run = getattr(environment, "wallet_suite_run", None)
-    if run is None:
+    if isinstance(runner, WorkerRunner):
+        run = getattr(environment, "wallet_suite_run", None)
+        if run is not None:
+            runner.send_message(RECORD, _worker_report(run).to_message())
         return
-    p95 = mutation_p95(environment.runner.stats)
-    SESSION.verdict = judge(run.record, run.options, p95)
-    report_dir = Path(run.options.report_dir) / run.options.run_id
-    record_path = report_dir / "run-record.json"
-    run.record.save(record_path)  # saved first: nothing the user ran is lost if the check fails
-    SESSION.consistency = check(run)
-    consistency_path = Path(run.options.consistency_report or report_dir / "consistency.json")
-    SESSION.consistency.save(consistency_path)
-    SESSION.summary = [
-        *summary_lines(environment, run, p95, record_path),
-        "",
-        *SESSION.consistency.console_lines(consistency_path),
-        *SESSION.summary,
-        "=" * 72,
-    ]
+    if isinstance(runner, MasterRunner):
+        if not SESSION.coordinator.shards or SESSION.options is None:
+            return
+        record, lost = SESSION.coordinator.collect(runner, RECORD_WAIT_SECONDS, gevent.sleep)
+        options = SESSION.options
+        seeding = SESSION.coordinator.totals()
+        generator = [
+            f"worker {SESSION.coordinator.shards[cid].index}: {_cpu_line(r)}"
+            for cid, r in sorted(
+                SESSION.coordinator.reports.items(),
+                key=lambda i: SESSION.coordinator.shards[i[0]].index,
+            )
+        ]
+        if lost:
+            SESSION.notes.append(
+                f"workers of shards {', '.join(map(str, lost))} sent no record:"
+                f" {len(record.unverified)} wallets checked by database invariants only"
+            )
+    else:
+        run = getattr(environment, "wallet_suite_run", None)
+        if run is None:
+            return
+        record, options = run.record, run.options
+        result = run.seeding.get("wallets")
+        seeding = (result.created, result.planned, result.seconds) if result else (0, 0, 0.0)
+        generator = [SESSION.generator.describe()]
+    SESSION.outcome = finish(environment, record, options, seeding, generator)
 
 
-def check(run: SuiteRun) -> ConsistencyReport:
-    """The consistency check of this run; never raises: a check that cannot run says why."""
-    opts = run.options
-    SESSION.check_failed = False
+def _worker_report(run: SuiteRun) -> WorkerReport:
+    result = run.seeding.get("wallets")
+    samples = SESSION.generator.samples
+    return WorkerReport(
+        record=run.record,
+        created=result.created if result else 0,
+        planned=result.planned if result else 0,
+        seed_seconds=result.seconds if result else 0.0,
+        cpu_busy_share=SESSION.generator.busy_share,
+        cpu_peak=max(samples, default=0.0),
+    )
+
+
+def _cpu_line(report: WorkerReport) -> str:
+    line = f"peak {report.cpu_peak:.0f}%, above 90% for {report.cpu_busy_share:.0%} of the run"
+    if report.cpu_busy_share > 0.5:
+        line += ": this worker was the bottleneck"
+    return line
+
+
+def finish(
+    environment: Any,
+    record: RunRecord,
+    options: SuiteOptions,
+    seeding: tuple[int, int, float],
+    generator: list[str],
+) -> RunOutcome:
+    """Judge the thresholds, save the record, run the check, save its report: in that order,
+    so nothing the user ran is lost if the check fails."""
+    outcome = RunOutcome(
+        record=record,
+        options=options,
+        host=environment.host or "",
+        embedded=SESSION.target is not None,
+        seconds=max(time.time() - SESSION.started, 1e-9),
+        seeding=seeding,
+        generator=generator,
+        notes=list(SESSION.notes),
+    )
+    outcome.p95_ms = mutation_p95(environment.runner.stats)
+    outcome.thresholds = judge(record, options, outcome.p95_ms)
+    report_dir = Path(options.report_dir) / options.run_id
+    outcome.record_path = report_dir / "run-record.json"
+    record.save(outcome.record_path)
+    outcome.consistency, outcome.check_failed = check(record, options)
+    outcome.consistency_path = Path(options.consistency_report or report_dir / "consistency.json")
+    outcome.consistency.save(outcome.consistency_path)
+    return outcome
+
+
+def check(record: RunRecord, opts: SuiteOptions) -> tuple[ConsistencyReport, bool]:
+    """The consistency check of this run, and whether it could not run at all. Never raises."""
     if not opts.pg_dsn:
         log.warning("wallet suite: consistency NOT CHECKED: no --pg-dsn for the external --host")
-        return not_checked(run.record, "no --pg-dsn was given for the external --host")
-    log.info(
-        "consistency check: waiting up to %.0fs for the projectors, then checking",
-        opts.settle_timeout,
-    )
+        return not_checked(record, "no --pg-dsn was given for the external --host"), False
+    log.info("consistency check: waiting up to %.0fs for the projectors", opts.settle_timeout)
     try:
-        return run_check(
+        report = run_check(
             opts.pg_dsn,
-            run.record,
+            record,
             schema=Schema.with_overrides(opts.schema_overrides),
             settle_timeout=opts.settle_timeout,
             sleep=gevent.sleep,
         )
+        return report, False
     except CheckError as error:
-        SESSION.check_failed = True
         message = f"the consistency check could not run: {error}"
         print(f"wallet suite: {message}", file=sys.stderr, flush=True)
-        return not_checked(run.record, message, redact_dsn(opts.pg_dsn))
+        return not_checked(record, message, redact_dsn(opts.pg_dsn)), True
+
+
+# --- the end -------------------------------------------------------------------------------------
 
 
 @events.quitting.add_listener
 def _on_quitting(environment: Any, **_: Any) -> None:
-    if isinstance(environment.runner, WorkerRunner) or not SESSION.verdict:
+    if isinstance(environment.runner, WorkerRunner) or SESSION.outcome is None:
         return
-    failed = [t for t in SESSION.verdict if not t.passed]
-    if environment.process_exit_code not in (None, 0):
-        return
-    if SESSION.check_failed:
-        environment.process_exit_code = 2
-    elif failed or (SESSION.consistency is not None and SESSION.consistency.valid is False):
-        environment.process_exit_code = 1
-    else:
-        environment.process_exit_code = 0
+    if environment.process_exit_code in (None, 0):
+        environment.process_exit_code = SESSION.outcome.exit_code
 
 
 @events.quit.add_listener
 def _on_quit(exit_code: int, **_: Any) -> None:
-    if SESSION.summary:
-        print("\n".join(SESSION.summary), flush=True)
+    if SESSION.outcome is not None:
+        print("\n".join(SESSION.outcome.summary_lines()), flush=True)
+    elif SESSION.notes:
+        print("\n".join(SESSION.notes), flush=True)
     if SESSION.target is not None:
         SESSION.target.stop()
-
-
-def mutation_p95(stats: Any) -> float | None:
-    """p95 over the credit/debit/transfer requests only (not seeding, reads or replays)."""
-    merged = StatsEntry(stats, "mutations", "POST")
-    for entry in stats.entries.values():
-        if entry.name.startswith(MUTATION_PREFIX) and not entry.name.endswith("(replay)"):
-            merged.extend(entry)
-    return merged.get_response_time_percentile(0.95) if merged.num_requests else None
-
-
-def summary_lines(
-    environment: Any, run: SuiteRun, p95: float | None, record_path: Path
-) -> list[str]:
-    ops = operation_counts(run.record)
-    elapsed = max(time.time() - SESSION.started, 1e-9)
-    replays, mismatched = run.record.replay_counts()
-    seeding = run.seeding.get("wallets")
-    target = "embedded reference_wallet" if SESSION.target else "external"
-    lines = [
-        "",
-        "=" * 72,
-        f"wallet suite verdict: {overall_verdict()}",
-        f"run id {run.options.run_id}; target {environment.host} ({target})",
-    ]
-    if seeding:
-        lines.append(
-            f"wallets: {seeding.created}/{seeding.planned} created ({seeding.success_percent:.1f}%)"
-            f" in {seeding.seconds:.1f}s"
-        )
-    lines += [
-        f"operations: {ops.ok} ok, {ops.refused_for_funds} refused for funds, {ops.rejected} rejected,"
-        f" {ops.indeterminate} indeterminate; replays {replays} ({mismatched} answered differently)",
-        f"throughput: {(ops.ok + ops.refused_for_funds) / elapsed:.1f} ops/s over {elapsed:.0f}s;"
-        f" mutation p95 {p95 if p95 is not None else 'n/a'} ms",
-        f"load generator CPU: {SESSION.generator.describe()}",
-    ]
-    lines += [f"  {'ok  ' if t.passed else 'FAIL'} {t.line}" for t in SESSION.verdict]
-    lines += [f"run record: {record_path}"]
-    return lines
-
-
-def overall_verdict() -> str:
-    failed = [t.line for t in SESSION.verdict if not t.passed]
-    consistency = SESSION.consistency
-    if consistency is not None and consistency.valid is False:
-        failed.append(consistency.headline())
-    if failed:
-        return "FAIL: " + "; ".join(failed)
-    if consistency is None or consistency.valid is None:
-        return "PASS (consistency not checked)"
-    return "PASS"
-
-
-def add_consistency_tab(environment: Any) -> None:
-    """A 'Consistency' tab in the web UI, filled after each test stops, plus /consistency (JSON)."""
-    from flask import jsonify, request
-
-    web_ui = environment.web_ui
-    web_ui.template_args["extended_tabs"] = [{"title": "Consistency", "key": "consistency"}]
-    web_ui.template_args["extended_tables"] = [
-        {
-            "key": "consistency",
-            "structure": [
-                {"key": "item", "title": "Item"},
-                {"key": "result", "title": "Result"},
-                {"key": "detail", "title": "Detail"},
-            ],
-        }
-    ]
-
-    def rows() -> list[dict[str, str]]:
-        report = SESSION.consistency
-        if report is None:
-            return [{"item": "verdict", "result": "no test has stopped yet", "detail": ""}]
-        out = [{"item": "verdict", "result": overall_verdict(), "detail": report.headline()}]
-        out += [
-            {"item": t.name, "result": "ok" if t.passed else "FAIL", "detail": t.line}
-            for t in SESSION.verdict
-        ]
-        for kind, group in report.groups().items():
-            first = group["first"]
-            out.append(
-                {
-                    "item": kind,
-                    "result": str(group["count"]),
-                    "detail": f"e.g. {first['wallet_id']}: expected {first['expected']}, found {first['found']}",
-                }
-            )
-        for check_name, why in report.skipped.items():
-            out.append({"item": check_name, "result": "skipped", "detail": why})
-        for consumer, lag in report.lag_ms.items():
-            out.append(
-                {
-                    "item": f"lag {consumer}",
-                    "result": f"p99 {lag['p99']:.0f} ms",
-                    "detail": f"p50 {lag['p50']:.0f} ms, p95 {lag['p95']:.0f} ms, max {lag['max']:.0f} ms",
-                }
-            )
-        return out
-
-    @web_ui.app.after_request
-    def _extend_stats(response):
-        if request.path == "/stats/requests" and response.is_json:
-            payload = response.get_json()
-            payload["extended_stats"] = [{"key": "consistency", "data": rows()}]
-            response.set_data(json.dumps(payload))
-        return response
-
-    @web_ui.app.route("/consistency")
-    def _consistency_json():
-        report = SESSION.consistency
-        return jsonify(report.to_dict() if report else {"status": "no test has stopped yet"})
 
 
 __all__ = ["ReadYourWritesUser", "suite_run"]

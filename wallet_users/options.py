@@ -67,6 +67,7 @@ class SuiteOptions:
     request_timeout: float
     consistency_report: str | None
     schema_overrides: str
+    shared_hot_wallets: bool = False
 
 
 def register(parser: Any) -> None:
@@ -164,6 +165,12 @@ def register(parser: Any) -> None:
         help="seconds before a request counts as indeterminate (default 10)",
     )
     group.add_argument(
+        "--shared-hot-wallets",
+        action="store_true",
+        default=False,
+        help="distributed runs: every worker fights over the same hot wallets (default: one set per worker)",
+    )
+    group.add_argument(
         "--consistency-report",
         type=str,
         default="",
@@ -184,6 +191,8 @@ def _number(value: Any, name: str, kind: type, low: float | None = None, high: f
         raise UsageError(
             f"--{name}: {value!r} is not a {'whole ' if kind is int else ''}number"
         ) from None
+    if number != number:  # NaN: every comparison below would let it through
+        raise UsageError(f"--{name}: {value!r} is not a number")
     if low is not None and number < low:
         raise UsageError(f"--{name}: {number} is below {low}")
     if high is not None and number > high:
@@ -233,6 +242,7 @@ def parse(parsed: argparse.Namespace) -> SuiteOptions:
         request_timeout=_number(parsed.request_timeout, "request-timeout", float, 0.1),
         consistency_report=str(parsed.consistency_report or "").strip() or None,
         schema_overrides=_schema_overrides(parsed.schema_overrides),
+        shared_hot_wallets=bool(getattr(parsed, "shared_hot_wallets", False)),
     )
 
 

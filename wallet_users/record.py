@@ -61,7 +61,10 @@ class WalletTally:
         return base, base + self.indeterminate
 
     def merge(self, other: WalletTally) -> None:
-        if other.created != OK:
+        # Shared hot wallets are created by one worker and refused (409) to the others:
+        # the merged creation is the most that happened.
+        rank = {OK: 2, INDETERMINATE: 1, REJECTED: 0}
+        if rank[other.created] > rank[self.created]:
             self.created = other.created
         self.initial_balance = max(self.initial_balance, other.initial_balance)
         for kind in KINDS:
@@ -216,7 +219,10 @@ class RunRecord:
             self.operations[outcome] += other.operations[outcome]
         self.unverified |= other.unverified
         for wallet_id, tally in other.wallets.items():
-            self.tally(wallet_id).merge(tally)
+            if wallet_id in self.wallets:
+                self.wallets[wallet_id].merge(tally)
+            else:  # not into a fresh tally: its default created='ok' would outrank the real one
+                self.wallets[wallet_id] = _tally_from_dict(_tally_to_dict(tally))
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

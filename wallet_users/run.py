@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .options import SuiteOptions
 from .pool import WalletPool
 from .record import RunRecord
 from .seeding import SeedResult
+
+if TYPE_CHECKING:
+    from .distributed import ShardPlan
 
 
 @dataclass
@@ -21,6 +24,7 @@ class SuiteRun:
     wallets: WalletPool  # the WalletUser's wallets: exact bookkeeping
     hot_wallets: WalletPool  # fought over by HotWalletUsers: refusals expected
     seeding: dict[str, SeedResult] = field(default_factory=dict)
+    shard: ShardPlan | None = None
     ready: bool = False
 
     @classmethod

@@ -17,7 +17,7 @@ from faker import Faker
 from .operations import outcome_of
 from .options import AmountRange, idempotency_key, wallet_id
 from .pool import WalletPool, to_money
-from .record import INDETERMINATE, OK, RunRecord
+from .record import INDETERMINATE, OK, REJECTED, RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,10 @@ def seed(
     run_id: str,
     concurrency: int = 50,
     label: str = "wallets",
+    adopt_existing: bool = False,
 ) -> SeedResult:
+    """Create plans concurrently; with adopt_existing (wallets shared between workers), a wallet
+    another worker created first (409) still joins this pool."""
     started = time.monotonic()
     done = 0
     created = 0
@@ -117,6 +120,8 @@ def seed(
                 version = body.get("version", -1) if isinstance(body.get("version"), int) else -1
             pool.add(plan.wallet_id, balance, version)
             created += 1
+        elif outcome == REJECTED and adopt_existing:
+            pool.add(plan.wallet_id, plan.initial_balance)  # its snapshots will correct the balance
         done += 1
         if done % step == 0 or done == len(plans):
             log.info("seeding %s: %d/%d (%d created)", label, done, len(plans), created)

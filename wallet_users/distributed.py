@@ -1,0 +1,155 @@
+"""Distributed runs (Locust master/worker, or --processes): the master gives each worker a shard
+of the run's wallets, each worker seeds and spends only its shard, and at the end sends its run
+record to the master, which merges them and runs the one consistency check.
+
+Messages (Locust custom messages):
+- `wallet_suite:plan` master -> worker, before the spawn message: run id, shard index and count.
+- `wallet_suite:finish` master -> worker, when the master begins to stop: stop users, report.
+- `wallet_suite:record` worker -> master, at the worker's test_stop: its run record and figures.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from locust.runners import STATE_MISSING
+
+from .options import SuiteOptions
+from .record import INDETERMINATE, RunRecord
+from .seeding import WalletPlan, plan_wallets
+
+log = logging.getLogger(__name__)
+
+PLAN = "wallet_suite:plan"
+FINISH = "wallet_suite:finish"
+RECORD = "wallet_suite:record"
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """Which part of the run's wallets one load-generating process owns."""
+
+    run_id: str
+    index: int = 0
+    count: int = 1
+    shared_hot_wallets: bool = False
+
+
+def shard_wallets(options: SuiteOptions, shard: ShardPlan) -> list[WalletPlan]:
+    """This shard's regular wallets: every count-th of the run's plan, so that shards are
+    disjoint and the same seed gives the same wallets whatever the number of workers."""
+    plans = plan_wallets(shard.run_id, options.wallets, options.initial_balance, options.seed)
+    return plans[shard.index :: shard.count]
+
+
+def shard_hot_wallets(options: SuiteOptions, shard: ShardPlan) -> list[WalletPlan]:
+    """Hot wallets: one set per shard, or one set fought over by every worker when asked."""
+    seed = None if options.seed is None else options.seed + 1
+    if shard.shared_hot_wallets:
+        return plan_wallets(shard.run_id, options.hot_wallets, options.initial_balance, seed, "h")
+    plans = plan_wallets(
+        shard.run_id, options.hot_wallets * shard.count, options.initial_balance, seed, "h"
+    )
+    return plans[shard.index * options.hot_wallets : (shard.index + 1) * options.hot_wallets]
+
+
+@dataclass
+class WorkerReport:
+    record: RunRecord
+    created: int = 0
+    planned: int = 0
+    seed_seconds: float = 0.0
+    cpu_busy_share: float = 0.0
+    cpu_peak: float = 0.0
+
+    def to_message(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["record"] = self.record.to_dict()
+        return data
+
+    @classmethod
+    def from_message(cls, data: dict[str, Any]) -> WorkerReport:
+        return cls(**{**data, "record": RunRecord.from_dict(data["record"])})
+
+
+@dataclass
+class Coordinator:
+    """The master's side: hands out shards and gathers the workers' records."""
+
+    options: SuiteOptions | None = None
+    shards: dict[str, ShardPlan] = field(default_factory=dict)  # worker client id -> its shard
+    reports: dict[str, WorkerReport] = field(default_factory=dict)
+
+    def assign(self, runner: Any, options: SuiteOptions, run_id: str, shared_hot: bool) -> None:
+        workers = sorted(
+            runner.clients.ready + runner.clients.running + runner.clients.spawning,
+            key=lambda node: runner.get_worker_index(node.id),
+        )
+        self.options = options
+        self.shards = {}
+        self.reports = {}
+        for index, node in enumerate(workers):
+            shard = ShardPlan(run_id, index, len(workers), shared_hot)
+            self.shards[node.id] = shard
+            runner.send_message(PLAN, asdict(shard), client_id=node.id)
+        log.info(
+            "run %s: %d wallets sharded over %d workers", run_id, options.wallets, len(workers)
+        )
+
+    def received(self, client_id: str, data: dict[str, Any]) -> None:
+        self.reports[client_id] = WorkerReport.from_message(data)
+
+    def collect(
+        self, runner: Any, timeout: float, sleep: Callable[[float], None]
+    ) -> tuple[RunRecord, list[int]]:
+        """Wait until every worker of the run has reported or is gone; the merged record, and
+        the shard indexes of the workers that never reported (their wallets are unverified)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            waiting = [
+                cid for cid in self.shards if cid not in self.reports and _alive(runner, cid)
+            ]
+            if not waiting:
+                break
+            sleep(0.2)
+        run_id = next(iter(self.shards.values())).run_id if self.shards else ""
+        merged = RunRecord(run_id)
+        for report in self.reports.values():
+            merged.merge(report.record)
+        lost = sorted(shard.index for cid, shard in self.shards.items() if cid not in self.reports)
+        for cid, shard in self.shards.items():
+            if cid not in self.reports:
+                log.warning(
+                    "worker %s (shard %d) never sent its record: its wallets are unverified",
+                    cid,
+                    shard.index,
+                )
+                self._mark_unverified(merged, shard)
+        return merged, lost
+
+    def _mark_unverified(self, merged: RunRecord, shard: ShardPlan) -> None:
+        """A lost worker's wallets may or may not exist, with unknown operations: the checker
+        holds them to the database's own invariants only."""
+        assert self.options is not None
+        lost = shard_wallets(self.options, shard) + shard_hot_wallets(self.options, shard)
+        for plan in lost:
+            tally = merged.tally(plan.wallet_id)
+            if tally.created != "ok":
+                tally.created = INDETERMINATE
+            tally.initial_balance = plan.initial_balance
+            merged.unverified.add(plan.wallet_id)
+
+    def totals(self) -> tuple[int, int, float]:
+        created = sum(r.created for r in self.reports.values())
+        planned = sum(r.planned for r in self.reports.values())
+        seconds = max((r.seed_seconds for r in self.reports.values()), default=0.0)
+        return created, planned, seconds
+
+
+def _alive(runner: Any, client_id: str) -> bool:
+    node = runner.clients.get(client_id)
+    return node is not None and node.state != STATE_MISSING

@@ -1,0 +1,173 @@
+"""How a finished run is judged and told: thresholds and consistency into one verdict, the exit
+code, the console summary (verdict first, then the few figures that matter, then where the
+details are, as pgbench does), and the web UI's Consistency tab."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from locust.stats import StatsEntry
+
+from .consistency import ConsistencyReport
+from .options import SuiteOptions
+from .record import RunRecord
+from .thresholds import Threshold, operation_counts
+
+MUTATION_PREFIX = "/wallets/[id]/"
+
+
+@dataclass
+class RunOutcome:
+    """Everything the end of a run decided, on the local runner or the master."""
+
+    record: RunRecord
+    options: SuiteOptions
+    host: str
+    embedded: bool
+    seconds: float
+    seeding: tuple[int, int, float]  # created, planned, seconds
+    generator: list[str]  # one line per load-generating process
+    thresholds: list[Threshold] = field(default_factory=list)
+    consistency: ConsistencyReport | None = None
+    check_failed: bool = False  # the check could not run at all
+    p95_ms: float | None = None
+    record_path: Path | None = None
+    consistency_path: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def verdict(self) -> str:
+        failed = [t.line for t in self.thresholds if not t.passed]
+        if self.consistency is not None and self.consistency.valid is False:
+            failed.append(self.consistency.headline())
+        if self.check_failed and self.consistency is not None:
+            failed.append(self.consistency.reason)
+        if failed:
+            return "FAIL: " + "; ".join(failed)
+        if self.consistency is None or self.consistency.valid is None:
+            return "PASS (consistency not checked)"
+        return "PASS"
+
+    @property
+    def exit_code(self) -> int:
+        if self.check_failed:
+            return 2
+        if self.verdict.startswith("FAIL"):
+            return 1
+        return 0
+
+    def summary_lines(self) -> list[str]:
+        ops = operation_counts(self.record)
+        replays, mismatched = self.record.replay_counts()
+        created, planned, seed_seconds = self.seeding
+        rate = (ops.ok + ops.refused_for_funds) / max(self.seconds, 1e-9)
+        lines = [
+            "",
+            "=" * 72,
+            f"wallet suite verdict: {self.verdict}",
+            f"run id {self.options.run_id}; target {self.host}"
+            f" ({'embedded reference_wallet' if self.embedded else 'external'})",
+            f"wallets: {created}/{planned} created"
+            f" ({100.0 * created / planned if planned else 0:.1f}%) in {seed_seconds:.1f}s",
+            f"operations: {ops.ok} ok, {ops.refused_for_funds} refused for funds, {ops.rejected} rejected,"
+            f" {ops.indeterminate} indeterminate; replays {replays} ({mismatched} answered differently)",
+            f"throughput: {rate:.1f} ops/s over {self.seconds:.0f}s;"
+            f" mutation p95 {self.p95_ms if self.p95_ms is not None else 'n/a'} ms",
+            *[f"load generator CPU: {line}" for line in self.generator],
+            *[f"  {'ok  ' if t.passed else 'FAIL'} {t.line}" for t in self.thresholds],
+            *self.notes,
+            f"run record: {self.record_path}",
+        ]
+        if self.consistency is not None:
+            lines += ["", *self.consistency.console_lines(self.consistency_path)]
+        return [*lines, "=" * 72]
+
+    def web_rows(self) -> list[dict[str, str]]:
+        rows = [
+            {
+                "item": "verdict",
+                "result": self.verdict,
+                "detail": self.consistency.headline() if self.consistency else "",
+            }
+        ]
+        rows += [
+            {"item": t.name, "result": "ok" if t.passed else "FAIL", "detail": t.line}
+            for t in self.thresholds
+        ]
+        report = self.consistency
+        if report is None:
+            return rows
+        for kind, group in report.groups().items():
+            first = group["first"]
+            rows.append(
+                {
+                    "item": kind,
+                    "result": str(group["count"]),
+                    "detail": f"e.g. {first['wallet_id']}: expected {first['expected']}, found {first['found']}",
+                }
+            )
+        rows += [
+            {"item": check, "result": "skipped", "detail": why}
+            for check, why in report.skipped.items()
+        ]
+        for consumer, lag in report.lag_ms.items():
+            rows.append(
+                {
+                    "item": f"lag {consumer}",
+                    "result": f"p99 {lag['p99']:.0f} ms",
+                    "detail": f"p50 {lag['p50']:.0f} ms, p95 {lag['p95']:.0f} ms, max {lag['max']:.0f} ms",
+                }
+            )
+        return rows
+
+
+def mutation_p95(stats: Any) -> float | None:
+    """p95 over the credit/debit/transfer requests only (not seeding, reads or replays)."""
+    merged = StatsEntry(stats, "mutations", "POST")
+    for entry in stats.entries.values():
+        if entry.name.startswith(MUTATION_PREFIX) and not entry.name.endswith("(replay)"):
+            merged.extend(entry)
+    return merged.get_response_time_percentile(0.95) if merged.num_requests else None
+
+
+def add_consistency_tab(environment: Any, latest: Any) -> None:
+    """A 'Consistency' tab in the web UI, filled after each test stops, and /consistency (JSON).
+    latest() returns the newest RunOutcome or None."""
+    from flask import jsonify, request
+
+    web_ui = environment.web_ui
+    web_ui.template_args["extended_tabs"] = [{"title": "Consistency", "key": "consistency"}]
+    web_ui.template_args["extended_tables"] = [
+        {
+            "key": "consistency",
+            "structure": [
+                {"key": "item", "title": "Item"},
+                {"key": "result", "title": "Result"},
+                {"key": "detail", "title": "Detail"},
+            ],
+        }
+    ]
+
+    def rows() -> list[dict[str, str]]:
+        outcome = latest()
+        if outcome is None:
+            return [{"item": "verdict", "result": "no test has stopped yet", "detail": ""}]
+        return outcome.web_rows()
+
+    @web_ui.app.after_request
+    def _extend_stats(response):
+        if request.path == "/stats/requests" and response.is_json:
+            payload = response.get_json()
+            payload["extended_stats"] = [{"key": "consistency", "data": rows()}]
+            response.set_data(json.dumps(payload))
+        return response
+
+    @web_ui.app.route("/consistency")
+    def _consistency_json():
+        outcome = latest()
+        if outcome is None or outcome.consistency is None:
+            return jsonify({"status": "no test has stopped yet"})
+        return jsonify({"verdict": outcome.verdict, **outcome.consistency.to_dict()})
