@@ -137,10 +137,11 @@ class Coordinator:
         assert self.options is not None
         lost = shard_wallets(self.options, shard) + shard_hot_wallets(self.options, shard)
         for plan in lost:
+            known = plan.wallet_id in merged.wallets  # e.g. a shared hot wallet another worker made
             tally = merged.tally(plan.wallet_id)
-            if tally.created != "ok":
+            if not known:
                 tally.created = INDETERMINATE
-            tally.initial_balance = plan.initial_balance
+                tally.initial_balance = plan.initial_balance
             merged.unverified.add(plan.wallet_id)
 
     def totals(self) -> tuple[int, int, float]:

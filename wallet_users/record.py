@@ -177,9 +177,11 @@ class RunRecord:
     # --- summaries ---------------------------------------------------------------------------
 
     def creation_counts(self) -> dict[str, int]:
+        """Creations by outcome, over the wallets whose creation this record saw."""
         counts = dict.fromkeys(OUTCOMES, 0)
-        for tally in self.wallets.values():
-            counts[tally.created] += 1
+        for wallet_id, tally in self.wallets.items():
+            if wallet_id not in self.unverified:
+                counts[tally.created] += 1
         return counts
 
     def refused_for_funds(self) -> int:
