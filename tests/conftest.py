@@ -94,6 +94,12 @@ def _process_starter(default_dsn: str, log_dir: Path) -> Iterator[StartReference
     finally:
         for process in reversed(started):
             process.stop()
+    # A traceback in a log is an error the test did not see: a 500 nobody asserted on, a
+    # projector task that died. Fail on it rather than let it pass unnoticed.
+    for process in started:
+        text = process.log_path.read_text(errors="replace") if process.log_path.exists() else ""
+        if "Traceback" in text:
+            pytest.fail(f"{process.log_path} holds a traceback:\n{text[-3000:]}")
 
 
 @pytest.fixture

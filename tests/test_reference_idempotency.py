@@ -145,27 +145,29 @@ def test_a_duplicate_while_the_first_is_in_flight_is_a_409(api, dsn):
 
 
 def test_simultaneous_duplicates_take_effect_once(api, dsn):
-    wallet_id, key = new_id(), new_id("key")
+    wallet_id, other, key = new_id(), new_id(), new_id("key")
     api.create_wallet(wallet_id, "owner-i", 100)
+    api.create_wallet(other, "owner-i")
     start = threading.Barrier(12)
 
     def send(_: int) -> Reply:
         start.wait(timeout=10)
-        return api.transfer(wallet_id, wallet_id + "-nobody", 1, key=key)
+        return api.transfer(wallet_id, other, 1, key=key)
 
-    api.create_wallet(wallet_id + "-nobody", "owner-i")
     with ThreadPoolExecutor(12) as pool:
         replies = list(pool.map(send, range(12)))
 
     firsts = [r for r in replies if r.status == 201 and not r.replayed]
     assert len(firsts) == 1, [(r.status, r.text) for r in replies]
     for reply in replies:
-        if reply is not firsts[0]:
-            if reply.status == 409:
-                assert_error(reply, 409)
-            else:
-                assert_replay_of(reply, firsts[0])
+        if reply is firsts[0]:
+            continue
+        if reply.status == 409:
+            assert_error(reply, 409)
+        else:
+            assert_replay_of(reply, firsts[0])
     assert write_side(dsn, wallet_id) == (99, 2, 3)
+    assert write_side(dsn, other) == (1, 1, 2)
 
 
 def test_an_expired_key_can_be_used_again(api, dsn):
