@@ -151,19 +151,42 @@ RECORD_KIND = "differs_from_client_record"
 KINDS = (*CHECKS, RECORD_KIND)
 
 
-def find_violations(dsn: str, expected_balances: Mapping[str, Decimal] | None = None) -> Violations:
+# What each fault switch of reference_wallet/faults.py must show, and why when it shows more than
+# one kind: a projection that misses or doubles an event also ends on another balance than the
+# write side.
+FAULT_SYMPTOMS: dict[str, set[str]] = {
+    "ledger-skip": {"ledger_entry_missing", "ledger_vs_write_side"},
+    "ledger-duplicate": {"ledger_entry_duplicated", "ledger_vs_write_side"},
+    "ledger-wrong-before": {"ledger_chain"},
+    "read-model-lost-update": {"read_model_vs_write_side"},
+    "ledger-stall": {"outbox_not_processed", "ledger_vs_write_side"},
+    "read-model-stall": {"outbox_not_processed", "read_model_vs_write_side"},
+    # The projectors never hear of the dropped events, so both projections fall behind.
+    "outbox-drop": {"event_without_outbox", "read_model_vs_write_side", "ledger_vs_write_side"},
+    # The database agrees with itself; only the client's record shows the second effect.
+    "replay-twice": {"differs_from_client_record"},
+    "overdraft": {"negative_balance"},
+}
+
+
+def find_violations(
+    database: str | psycopg.Connection, expected_balances: Mapping[str, Decimal] | None = None
+) -> Violations:
     """Every kind of inconsistency mapped to its violations (an empty list when it holds).
 
+    database is a DSN, or an open connection (whose transaction may hold uncommitted changes).
     expected_balances is the client's own record of acknowledged operations, wallet by wallet;
     without it the record check is skipped. Call it once the projectors have drained.
     """
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        violations = {
-            kind: [row[0] for row in conn.execute(query)] for kind, query in CHECKS.items()
-        }
-        violations[RECORD_KIND] = (
-            _record_mismatches(conn, expected_balances) if expected_balances is not None else []
-        )
+    if isinstance(database, str):
+        with psycopg.connect(database, autocommit=True) as conn:
+            return find_violations(conn, expected_balances)
+    violations = {
+        kind: [row[0] for row in database.execute(query)] for kind, query in CHECKS.items()
+    }
+    violations[RECORD_KIND] = (
+        _record_mismatches(database, expected_balances) if expected_balances is not None else []
+    )
     return violations
 
 

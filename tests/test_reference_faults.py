@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from invariants import describe, find_violations, violated_kinds
+from invariants import FAULT_SYMPTOMS, describe, find_violations, violated_kinds
 from projection import wait_for_projectors
 from reference_workload import run_scripted_workload
 from wallet_http import WalletHttp
@@ -17,21 +17,6 @@ from reference_wallet.commands import CONSUMERS
 from reference_wallet.faults import FAULTS
 from reference_wallet.postgres import PROJECT_ROOT
 
-# What each fault must show, and why when it shows more than one kind: a projection that misses or
-# doubles an event also ends on a different balance than the write side.
-FAULT_SYMPTOMS: dict[str, set[str]] = {
-    "ledger-skip": {"ledger_entry_missing", "ledger_vs_write_side"},
-    "ledger-duplicate": {"ledger_entry_duplicated", "ledger_vs_write_side"},
-    "ledger-wrong-before": {"ledger_chain"},
-    "read-model-lost-update": {"read_model_vs_write_side"},
-    "ledger-stall": {"outbox_not_processed", "ledger_vs_write_side"},
-    "read-model-stall": {"outbox_not_processed", "read_model_vs_write_side"},
-    # The projectors never hear of the dropped events, so both projections fall behind.
-    "outbox-drop": {"event_without_outbox", "read_model_vs_write_side", "ledger_vs_write_side"},
-    # The database agrees with itself; only the client's record shows the second effect.
-    "replay-twice": {"differs_from_client_record"},
-    "overdraft": {"negative_balance"},
-}
 # Faults that would leave nothing to compare at rate 1 fire on a seeded half of their chances.
 FAULT_RATES = {
     "ledger-skip": 0.5,
