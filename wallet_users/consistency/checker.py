@@ -35,7 +35,11 @@ def check_consistency(
         write = facts.write_side.get(wallet_id) if facts.write_side is not None else None
         if facts.write_side is not None and write is None:
             if tally.created == OK:
-                found.append(_v("missing_wallet", wallet_id, "a row", "none", schema, "wallets"))
+                # worst is the wallet that took the most money with it
+                lost = max(abs(bound) for bound in tally.expected_balance())
+                found.append(
+                    _v("missing_wallet", wallet_id, "a row", "none", schema, "wallets", lost)
+                )
             continue  # an indeterminate creation that did not happen: nothing to check
         balance = write.balance if write else None
         if balance is not None and balance < 0:
