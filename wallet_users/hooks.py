@@ -37,6 +37,7 @@ from .distributed import (
     shard_hot_wallets,
     shard_wallets,
 )
+from .operations import resolve_in_doubt
 from .options import SuiteOptions, UsageError
 from .outcome import RunOutcome, add_consistency_tab, mutation_p95
 from .record import RunRecord
@@ -125,6 +126,8 @@ def _on_init(environment: Any, **_: Any) -> None:
     environment.host = SESSION.target.url
     if not opts.pg_dsn:
         environment.parsed_options.pg_dsn = SESSION.target.dsn
+    if str(getattr(environment.parsed_options, "resolve_indeterminate", "auto")).lower() == "auto":
+        environment.parsed_options.resolve_indeterminate = "yes"  # the reference honours keys
 
 
 def apply_weights(environment: Any, weights: dict[str, int], *, drop_empty: bool = True) -> None:
@@ -270,8 +273,10 @@ def _on_test_stopping(environment: Any, **_: Any) -> None:
 def _on_test_stop(environment: Any, **_: Any) -> None:
     runner = environment.runner
     SESSION.generator.stop()
+    run = getattr(environment, "wallet_suite_run", None)
+    if run is not None and not isinstance(runner, MasterRunner):
+        _resolve(environment, run)
     if isinstance(runner, WorkerRunner):
-        run = getattr(environment, "wallet_suite_run", None)
         if run is not None:
             runner.send_message(RECORD, _worker_report(run).to_message())
         return
@@ -294,7 +299,6 @@ def _on_test_stop(environment: Any, **_: Any) -> None:
                 f" {len(record.unverified)} wallets checked by database invariants only"
             )
     else:
-        run = getattr(environment, "wallet_suite_run", None)
         if run is None:
             return
         record, options = run.record, run.options
@@ -302,6 +306,28 @@ def _on_test_stop(environment: Any, **_: Any) -> None:
         seeding = (result.created, result.planned, result.seconds) if result else (0, 0, 0.0)
         generator = [SESSION.generator.describe()]
     SESSION.outcome = finish(environment, record, options, seeding, generator)
+
+
+def _resolve(environment: Any, run: SuiteRun) -> None:
+    """Learn the fate of in-doubt operations by re-sending them with their own keys."""
+    if not run.in_doubt:
+        return
+    if not run.options.resolve_indeterminate:
+        log.info("%d operations stay indeterminate (--resolve-indeterminate no)", len(run.in_doubt))
+        return
+    client = FastHttpSession(
+        environment.host,
+        environment.events.request,
+        user=None,
+        network_timeout=run.options.request_timeout,
+        connection_timeout=run.options.request_timeout,
+    )
+    resolved, left = resolve_in_doubt(client, run.in_doubt, run.record, pause=gevent.sleep)
+    log.info(
+        "re-sent in-doubt operations with their keys: %d resolved, %d still in doubt",
+        resolved,
+        left,
+    )
 
 
 def _worker_report(run: SuiteRun) -> WorkerReport:

@@ -37,6 +37,19 @@ def snapshots_of(body: Any) -> list[dict]:
     return [body] if "id" in body and "balance" in body else []
 
 
+@dataclass(frozen=True)
+class InDoubt:
+    """An operation sent but not definitely answered: what it takes to re-send it."""
+
+    kind: str
+    path: str
+    name: str
+    body: dict
+    wallet_id: str
+    amount: Decimal
+    to_wallet_id: str | None
+
+
 @dataclass
 class Answer:
     status: int | None
@@ -57,6 +70,7 @@ class WalletOperations:
         run_id: str,
         replay_ratio: float = 0.0,
         expect_refusals: bool = False,
+        in_doubt: dict[str, InDoubt] | None = None,
     ) -> None:
         self.client = client
         self.pool = pool
@@ -65,6 +79,8 @@ class WalletOperations:
         self.run_id = run_id
         self.replay_ratio = replay_ratio
         self.expect_refusals = expect_refusals
+        # shared by the process's users: operations in flight or indeterminate, by key
+        self.in_doubt = in_doubt if in_doubt is not None else {}
 
     def amount(self, bounds: AmountRange) -> Decimal:
         return Decimal(self.rng.randint(bounds.low, bounds.high))
@@ -72,26 +88,13 @@ class WalletOperations:
     # --- the operations ------------------------------------------------------------------------
 
     def credit(self, amount: Decimal, wallet_id: str | None = None) -> Answer:
-        wallet_id = wallet_id or self.pool.pick()
-        self.record.operation_sent("credit", wallet_id, amount)
-        answer = self._send(
-            f"/wallets/{wallet_id}/credit", "/wallets/[id]/credit", {"amount": int(amount)}
-        )
-        self._book("credit", answer, wallet_id, amount, None, None)
-        return answer
+        return self._submit("credit", wallet_id or self.pool.pick(), amount, None)
 
     def debit(self, amount: Decimal, wallet_id: str | None = None) -> Answer | None:
         reservation = self._reserve(amount, wallet_id)
         if reservation is None:
             return None  # no wallet can afford it right now: skip rather than provoke a refusal
-        self.record.operation_sent("debit", reservation.wallet_id, amount)
-        answer = self._send(
-            f"/wallets/{reservation.wallet_id}/debit",
-            "/wallets/[id]/debit",
-            {"amount": int(amount)},
-        )
-        self._book("debit", answer, reservation.wallet_id, amount, reservation, None)
-        return answer
+        return self._submit("debit", reservation.wallet_id, amount, reservation)
 
     def transfer(self, amount: Decimal, from_id: str | None = None) -> Answer | None:
         reservation = self._reserve(amount, from_id)
@@ -101,14 +104,7 @@ class WalletOperations:
         if to_id is None:
             self.pool.rejected(reservation)
             return None
-        self.record.operation_sent("transfer", reservation.wallet_id, amount, to_id)
-        answer = self._send(
-            f"/wallets/{reservation.wallet_id}/transfer",
-            "/wallets/[id]/transfer",
-            {"toWalletId": to_id, "amount": int(amount)},
-        )
-        self._book("transfer", answer, reservation.wallet_id, amount, reservation, to_id)
-        return answer
+        return self._submit("transfer", reservation.wallet_id, amount, reservation, to_id)
 
     # --- mechanics -----------------------------------------------------------------------------
 
@@ -117,8 +113,35 @@ class WalletOperations:
             return self.pool.reserve_unchecked(wallet_id or self.pool.pick(), amount)
         return self.pool.reserve(amount, wallet_id)
 
-    def _send(self, path: str, name: str, body: dict) -> Answer:
+    def _submit(
+        self,
+        kind: str,
+        wallet_id: str,
+        amount: Decimal,
+        reservation: Reservation | None,
+        to_id: str | None = None,
+    ) -> Answer:
+        """Book the operation as in doubt, send it with a fresh Idempotency-Key, book its answer."""
+        body = {"toWalletId": to_id, "amount": int(amount)} if to_id else {"amount": int(amount)}
+        op = InDoubt(
+            kind,
+            f"/wallets/{wallet_id}/{kind}",
+            f"/wallets/[id]/{kind}",
+            body,
+            wallet_id,
+            amount,
+            to_id,
+        )
         key = idempotency_key(self.run_id)
+        self.record.operation_sent(kind, wallet_id, amount, to_id)
+        self.in_doubt[key] = op
+        answer = self._send(op.path, op.name, body, key)
+        if outcome_of(answer.status) != INDETERMINATE:
+            del self.in_doubt[key]
+        self._book(kind, answer, wallet_id, amount, reservation, to_id)
+        return answer
+
+    def _send(self, path: str, name: str, body: dict, key: str) -> Answer:
         answer = self._post(path, name, body, key, replay=False)
         if (
             self.replay_ratio
@@ -199,3 +222,42 @@ class WalletOperations:
             to_wallet_id=to_id,
             refused_for_funds=refused_for_funds(answer.status, answer.text),
         )
+
+
+def resolve_in_doubt(
+    client: Any,
+    in_doubt: dict[str, InDoubt],
+    record: RunRecord,
+    *,
+    tries: int = 3,
+    pause: Any = None,
+) -> tuple[int, int]:
+    """Re-send each in-doubt operation with its own Idempotency-Key, to learn its fate from a
+    target that honours keys on every POST (the reference does; the real Wallex does not on
+    credit/debit/transfer, where this would apply a credit twice). A 2xx means it applied exactly
+    once, a 4xx that it never did; a 409 while the first is still in flight, or no answer, stays
+    in doubt. Returns (resolved, still in doubt)."""
+    resolved = 0
+    for key, op in list(in_doubt.items()):
+        for attempt in range(tries):
+            with client.post(
+                op.path,
+                json=op.body,
+                headers={"Idempotency-Key": key},
+                name=f"{op.name} (resolve)",
+                catch_response=True,
+            ) as response:
+                status = response.status_code or None
+                response.success()
+            outcome = outcome_of(status)
+            if status == 409 or outcome == INDETERMINATE:
+                if pause is not None and attempt + 1 < tries:
+                    pause(0.2 * (attempt + 1))
+                continue
+            record.operation_answered(
+                op.kind, outcome, op.wallet_id, op.amount, to_wallet_id=op.to_wallet_id
+            )
+            del in_doubt[key]
+            resolved += 1
+            break
+    return resolved, len(in_doubt)

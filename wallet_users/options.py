@@ -68,6 +68,7 @@ class SuiteOptions:
     consistency_report: str | None
     schema_overrides: str
     shared_hot_wallets: bool = False
+    resolve_indeterminate: bool = False
 
 
 def register(parser: Any) -> None:
@@ -171,6 +172,13 @@ def register(parser: Any) -> None:
         help="distributed runs: every worker fights over the same hot wallets (default: one set per worker)",
     )
     group.add_argument(
+        "--resolve-indeterminate",
+        type=str,
+        default="auto",
+        help="after the load, re-send in-doubt operations with their Idempotency-Key to learn their fate:"
+        " yes, no, or auto (yes on the embedded target, which honours keys on every POST)",
+    )
+    group.add_argument(
         "--consistency-report",
         type=str,
         default="",
@@ -243,7 +251,20 @@ def parse(parsed: argparse.Namespace) -> SuiteOptions:
         consistency_report=str(parsed.consistency_report or "").strip() or None,
         schema_overrides=_schema_overrides(parsed.schema_overrides),
         shared_hot_wallets=bool(getattr(parsed, "shared_hot_wallets", False)),
+        resolve_indeterminate=_choice(
+            getattr(parsed, "resolve_indeterminate", "auto"),
+            "resolve-indeterminate",
+            ("auto", "yes", "no"),
+        )
+        == "yes",
     )
+
+
+def _choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
+    text = str(value or choices[0]).strip().lower()
+    if text not in choices:
+        raise UsageError(f"--{name}: {value!r} is not one of {', '.join(choices)}")
+    return text
 
 
 def _schema_overrides(text: Any) -> str:

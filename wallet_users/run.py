@@ -14,6 +14,7 @@ from .seeding import SeedResult
 
 if TYPE_CHECKING:
     from .distributed import ShardPlan
+    from .operations import InDoubt
 
 
 @dataclass
@@ -25,6 +26,7 @@ class SuiteRun:
     hot_wallets: WalletPool  # fought over by HotWalletUsers: refusals expected
     seeding: dict[str, SeedResult] = field(default_factory=dict)
     shard: ShardPlan | None = None
+    in_doubt: dict[str, InDoubt] = field(default_factory=dict)  # key -> operation, process-wide
     ready: bool = False
 
     @classmethod

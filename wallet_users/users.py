@@ -42,6 +42,7 @@ class WalletBehaviour:
             run.user_rng(),
             run_id=run.options.run_id,
             replay_ratio=run.options.replay_ratio,
+            in_doubt=run.in_doubt,
         )
         if not len(run.wallets):
             raise StopUser()
@@ -90,6 +91,7 @@ class HotWalletUser(FastHttpUser):
             run_id=run.options.run_id,
             replay_ratio=run.options.replay_ratio,
             expect_refusals=True,
+            in_doubt=run.in_doubt,
         )
         if not len(run.hot_wallets):
             raise StopUser()
@@ -123,7 +125,12 @@ class ReadYourWritesUser(FastHttpUser):
         self.run = run
         self.pool = type(run.wallets)(run.user_rng())
         self.ops = WalletOperations(
-            self.client, self.pool, run.record, run.user_rng(), run_id=run.options.run_id
+            self.client,
+            self.pool,
+            run.record,
+            run.user_rng(),
+            run_id=run.options.run_id,
+            in_doubt=run.in_doubt,
         )
         plan = WalletPlan(
             wallet_id(run.options.run_id, 0, f"r{uuid.uuid4().hex[:8]}-"),
