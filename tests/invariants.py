@@ -16,6 +16,9 @@ Violations = dict[str, list[str]]
 # The order in which a wallet's ledger entries form their chain: event version, then (for two
 # entries of one event, which only a fault writes) the order they were written in.
 LEDGER_ORDER = """(metadata ->> 'eventVersion')::integer, "createdAt", "referenceId\""""
+LEDGER_ORDER_NEWEST_FIRST = (
+    """(metadata ->> 'eventVersion')::integer DESC, "createdAt" DESC, "referenceId" DESC"""
+)
 CONSUMER_ARRAY = "ARRAY[" + ", ".join(f"'{name}'" for name in CONSUMERS) + "]::text[]"
 SIGNED_AMOUNT = (
     """CASE WHEN "transactionType" IN ('CREDIT', 'TRANSFER_IN') THEN amount ELSE -amount END"""
@@ -72,7 +75,7 @@ CHECKS: dict[str, str] = {
           FROM wallets AS w
           LEFT JOIN LATERAL (
                 SELECT "balanceAfter" AS after FROM ledger_entries WHERE "walletId" = w.id
-                 ORDER BY {LEDGER_ORDER.replace(",", " DESC,")} DESC LIMIT 1) AS last ON true
+                 ORDER BY {LEDGER_ORDER_NEWEST_FIRST} LIMIT 1) AS last ON true
          WHERE w.balance <> coalesce(last.after, 0)
         UNION ALL
         SELECT format('ledger entries for unknown wallet %s', l."walletId")
@@ -85,7 +88,7 @@ CHECKS: dict[str, str] = {
                        max("balanceAfter") FILTER (WHERE newest = 1) AS last_after
                   FROM (SELECT "walletId", "balanceAfter", {SIGNED_AMOUNT} AS signed,
                                row_number() OVER (PARTITION BY "walletId"
-                                   ORDER BY {LEDGER_ORDER.replace(",", " DESC,")} DESC) AS newest
+                                   ORDER BY {LEDGER_ORDER_NEWEST_FIRST}) AS newest
                           FROM ledger_entries) AS entries
                  GROUP BY "walletId") AS per_wallet
          WHERE total <> last_after""",
