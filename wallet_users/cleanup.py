@@ -28,6 +28,10 @@ TABLES: list[tuple[str, str, str]] = [
     ("wallets", "id", "created_at"),
     ("idempotency_keys", "key", "created_at"),
 ]
+# What the suite puts after a run's prefix: "w000001" and "h000001" (options.wallet_id), a
+# read-your-writes wallet "r1a2b3c4d-000000" (users.py), an Idempotency-Key's 32 hex digits
+# (options.idempotency_key). Matching it exactly keeps run "nightly" from taking "nightly-2"'s rows.
+RUN_SUFFIX = r"(?:[a-z](?:[0-9a-f]{8}-)?[0-9]{6}|[0-9a-f]{32})"
 _DURATION = re.compile(r"^(\d+)\s*([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
@@ -45,20 +49,32 @@ def like_prefix(run_id: str | None) -> str:
     return prefix.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%") + "%"
 
 
+def run_regex(run_id: str) -> str:
+    """A PostgreSQL regular expression for exactly the ids of one run."""
+    return "^" + re.escape(f"{ID_PREFIX}{run_id}-") + RUN_SUFFIX + "$"
+
+
 def plan(
-    conn: psycopg.Connection, pattern: str, older_than: timedelta | None
+    conn: psycopg.Connection,
+    pattern: str,
+    older_than: timedelta | None,
+    exact: str | None = None,
 ) -> list[tuple[str, sql.Composed, int]]:
-    """The DELETE statements to run and how many rows each would delete."""
+    """The DELETE statements to run and how many rows each would delete: ids LIKE pattern (and
+    matching the regular expression exact, when given), older than older_than if given."""
     statements = []
+    params = {"pattern": pattern, "age": older_than, "exact": exact}
     for table, column, stamp in TABLES:
         if conn.execute("SELECT to_regclass(%s)", (f"public.{table}",)).fetchone()[0] is None:
             continue
         where = sql.SQL("{} LIKE %(pattern)s").format(sql.Identifier(column))
+        if exact is not None:
+            where = sql.SQL("{} AND {} ~ %(exact)s").format(where, sql.Identifier(column))
         if older_than is not None:
             where = sql.SQL("{} AND {} < now() - %(age)s").format(where, sql.Identifier(stamp))
         count = conn.execute(
             sql.SQL("SELECT count(*) FROM {} WHERE {}").format(sql.Identifier(table), where),
-            {"pattern": pattern, "age": older_than},
+            params,
         ).fetchone()[0]
         statements.append(
             (table, sql.SQL("DELETE FROM {} WHERE {}").format(sql.Identifier(table), where), count)
@@ -87,15 +103,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.run_id is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", args.run_id):
         parser.error(f"--run-id: {args.run_id!r} is not a run id")
     pattern = like_prefix(args.run_id)
+    exact = run_regex(args.run_id) if args.run_id is not None else None
     dsn = args.pg_dsn or embedded_dsn()
     try:
         with psycopg.connect(dsn, connect_timeout=10) as conn, conn.transaction():
-            statements = plan(conn, pattern, age)
+            statements = plan(conn, pattern, age, exact)
             for table, _, count in statements:
                 print(f"{'deleting' if args.yes else 'would delete'} {count} rows from {table}")
             if args.yes:
                 for _, statement, _ in statements:
-                    conn.execute(statement, {"pattern": pattern, "age": age})
+                    conn.execute(statement, {"pattern": pattern, "age": age, "exact": exact})
     except psycopg.Error as error:
         lines = [line for line in str(error).strip().splitlines() if line.strip()]
         print(
