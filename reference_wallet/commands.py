@@ -78,6 +78,16 @@ class NewEvent:
     metadata: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class KeyClaim:
+    """An Idempotency-Key this request holds. `claimed_at` (the row's created_at) tells this claim
+    from a later one that took the key over after this one went stale: only the claim that still
+    holds the key may complete it, so a request that lost its key can have no effect."""
+
+    key: str
+    claimed_at: datetime
+
+
 @dataclass
 class StoredResponse:
     """What an earlier request with the same Idempotency-Key answered."""
@@ -108,20 +118,27 @@ WITH new_events AS (
     INSERT INTO outbox_pending (consumer_name, outbox_event_id)
     SELECT c.name, p.id FROM published AS p CROSS JOIN unnest($13::text[]) AS c(name)
 ), remembered AS (
-    UPDATE idempotency_keys SET status = 'completed', response = $14::jsonb WHERE key = $15
+    UPDATE idempotency_keys SET status = 'completed', response = $14::jsonb
+     WHERE key = $15 AND created_at = $16
+    RETURNING 1
 )
-SELECT pg_notify('outbox_event', '')
+SELECT (SELECT count(*) FROM remembered) AS remembered, pg_notify('outbox_event', '')
 """
 
 _BEGIN_KEY = """
 WITH claimed AS (
     INSERT INTO idempotency_keys (key, request_hash, status) VALUES ($1, $2, 'pending')
-    ON CONFLICT (key) DO NOTHING RETURNING key
+    ON CONFLICT (key) DO NOTHING RETURNING created_at
 )
-SELECT (SELECT count(*) FROM claimed) AS claimed, k.request_hash, k.status, k.response,
-       k.expires_at < now() AS expired
+SELECT (SELECT created_at FROM claimed) AS claimed_at, k.request_hash, k.status, k.response,
+       k.created_at, k.expires_at < now() AS expired,
+       k.created_at < now() - make_interval(secs => $3) AS stale
   FROM (SELECT 1) AS one LEFT JOIN idempotency_keys AS k ON k.key = $1
 """
+
+# A pending claim older than this belongs to a request that died with its process (a command is
+# one short transaction): a retry may take the key over instead of getting 409 for 24 hours.
+STALE_CLAIM_SECONDS = 30.0
 
 
 class IdempotencyKeys:
@@ -132,12 +149,12 @@ class IdempotencyKeys:
         self._pool = pool
         self._faults = faults
 
-    async def begin(self, key: str, request_hash: str) -> StoredResponse | None:
-        """Claim key for this request; None means go ahead, a StoredResponse means answer it."""
+    async def begin(self, key: str, request_hash: str) -> StoredResponse | KeyClaim:
+        """Claim key for this request: a KeyClaim means go ahead, a StoredResponse answer it."""
         for _ in range(3):
-            row = await self._pool.fetchrow(_BEGIN_KEY, key, request_hash)
-            if row["claimed"]:
-                return None
+            row = await self._pool.fetchrow(_BEGIN_KEY, key, request_hash, STALE_CLAIM_SECONDS)
+            if row["claimed_at"] is not None:
+                return KeyClaim(key, row["claimed_at"])
             if row["status"] is None:
                 continue  # committed between our snapshot and our insert: look again
             if row["expired"]:
@@ -148,26 +165,44 @@ class IdempotencyKeys:
             if row["request_hash"] != request_hash:
                 raise Conflict(f"Idempotency-Key {key!r} was already used with a different request")
             if row["status"] == "pending":
+                if row["stale"]:
+                    taken = await self._take_over(key, row["created_at"])
+                    if taken is not None:
+                        return taken
+                    continue  # someone else completed or took it over meanwhile: look again
                 raise Conflict(f"A request with Idempotency-Key {key!r} is still in flight")
             if self._faults.fires("replay-twice"):
-                return None
+                return KeyClaim(key, row["created_at"])
             stored = json.loads(row["response"])
             return StoredResponse(stored["status"], stored["body"])
         raise Conflict(f"Idempotency-Key {key!r} is contended; retry")
 
-    async def refused(self, key: str, error: DomainError) -> None:
+    async def _take_over(self, key: str, stale_claimed_at: datetime) -> KeyClaim | None:
+        claimed_at = await self._pool.fetchval(
+            "UPDATE idempotency_keys SET created_at = clock_timestamp()"
+            " WHERE key = $1 AND status = 'pending' AND created_at = $2 RETURNING created_at",
+            key,
+            stale_claimed_at,
+        )
+        return KeyClaim(key, claimed_at) if claimed_at is not None else None
+
+    async def refused(self, claim: KeyClaim, error: DomainError) -> None:
         """Remember a definite refusal, so a repeat gets the same answer."""
         response = dumps({"status": error.status, "body": error.body()})
         await self._pool.execute(
-            "UPDATE idempotency_keys SET status = 'failed', response = $2::jsonb WHERE key = $1",
-            key,
+            "UPDATE idempotency_keys SET status = 'failed', response = $2::jsonb"
+            " WHERE key = $1 AND created_at = $3 AND status = 'pending'",
+            claim.key,
             response,
+            claim.claimed_at,
         )
 
-    async def abandon(self, key: str) -> None:
+    async def abandon(self, claim: KeyClaim) -> None:
         """Forget a key whose request died unexpectedly, so that a retry can run."""
         await self._pool.execute(
-            "DELETE FROM idempotency_keys WHERE key = $1 AND status = 'pending'", key
+            "DELETE FROM idempotency_keys WHERE key = $1 AND created_at = $2 AND status = 'pending'",
+            claim.key,
+            claim.claimed_at,
         )
 
 
@@ -179,7 +214,7 @@ class WalletCommands:
         self._faults = faults
 
     async def create(
-        self, wallet_id: str, owner_id: str, initial_balance: Decimal, idempotency_key: str | None
+        self, wallet_id: str, owner_id: str, initial_balance: Decimal, claim: KeyClaim | None
     ) -> dict[str, Any]:
         now = datetime.now(UTC)
         events = [
@@ -219,22 +254,22 @@ class WalletCommands:
                 [(wallet_id, initial_balance, version)],
                 now,
                 snapshot,
-                idempotency_key,
+                claim,
             )
         return snapshot
 
     async def credit(
-        self, wallet_id: str, amount: Decimal, description: str | None, key: str | None
+        self, wallet_id: str, amount: Decimal, description: str | None, key: KeyClaim | None
     ) -> dict[str, Any]:
         return await self._change(wallet_id, amount, description, key)
 
     async def debit(
-        self, wallet_id: str, amount: Decimal, description: str | None, key: str | None
+        self, wallet_id: str, amount: Decimal, description: str | None, key: KeyClaim | None
     ) -> dict[str, Any]:
         return await self._change(wallet_id, -amount, description, key)
 
     async def _change(
-        self, wallet_id: str, delta: Decimal, description: str | None, key: str | None
+        self, wallet_id: str, delta: Decimal, description: str | None, key: KeyClaim | None
     ) -> dict[str, Any]:
         now = datetime.now(UTC)
         async with self._pool.acquire() as conn, conn.transaction():
@@ -268,7 +303,7 @@ class WalletCommands:
         to_id: str,
         amount: Decimal,
         description: str | None,
-        key: str | None,
+        key: KeyClaim | None,
     ) -> dict[str, Any]:
         if from_id == to_id:
             raise BadRequest("Cannot transfer to the same wallet")
@@ -347,13 +382,13 @@ class WalletCommands:
         wallet_updates: list[tuple[str, Decimal, int]],
         now: datetime,
         response: dict[str, Any],
-        idempotency_key: str | None,
+        claim: KeyClaim | None,
     ) -> None:
         """Events, write-side rows, outbox, consumer queue and idempotency record: one statement."""
         ids = [uuid.uuid4() for _ in events]
         for event_id, event in zip(ids, events, strict=True):
             event.metadata = {"eventId": str(event_id), "occurredAt": iso(now), **event.metadata}
-        await conn.execute(
+        remembered = await conn.fetchval(
             _APPEND,
             ids,
             [e.stream_id for e in events],
@@ -369,8 +404,14 @@ class WalletCommands:
             not self._faults.fires("outbox-drop"),
             list(CONSUMERS),
             dumps({"status": 201, "body": response}),
-            idempotency_key,
+            claim.key if claim else None,
+            claim.claimed_at if claim else None,
         )
+        if claim is not None and not remembered:
+            # Raised inside the command's transaction, so none of the above is committed.
+            raise Conflict(
+                f"Idempotency-Key {claim.key!r} was taken over by a retry; this request had no effect"
+            )
 
 
 def _snapshot(

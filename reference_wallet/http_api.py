@@ -154,19 +154,19 @@ class WalletApi:
         """Validate, then run the command under the request's Idempotency-Key, if any."""
         body = await _body(request)
         key = _idempotency_key(request)
-        command = run(body)  # validates; returns a coroutine factory taking the key
+        command = run(body)  # validates; returns a coroutine factory taking the key claim
         if key is None:
             return _json(await command(None), 201)
-        stored = await self._keys.begin(key, _request_hash(request, body))
-        if stored is not None:
-            return _replayed(stored)
+        claim = await self._keys.begin(key, _request_hash(request, body))
+        if isinstance(claim, StoredResponse):
+            return _replayed(claim)
         try:
-            result = await command(key)
+            result = await command(claim)
         except DomainError as error:
-            await self._keys.refused(key, error)
+            await self._keys.refused(claim, error)
             raise
         except BaseException:
-            await self._keys.abandon(key)
+            await self._keys.abandon(claim)
             raise
         return _json(result, 201)
 

@@ -197,3 +197,67 @@ def key_status(dsn: str, key: str) -> str | None:
     with psycopg.connect(dsn) as conn:
         row = conn.execute("SELECT status FROM idempotency_keys WHERE key = %s", (key,)).fetchone()
     return row[0] if row else None
+
+
+def make_claim_stale(dsn: str, key: str) -> None:
+    """Age a pending claim past the service's staleness bound, as if minutes had passed."""
+    with psycopg.connect(dsn) as conn:
+        conn.execute(
+            "UPDATE idempotency_keys SET created_at = created_at - interval '1 hour'"
+            " WHERE key = %s AND status = 'pending'",
+            (key,),
+        )
+
+
+def test_a_key_whose_request_died_with_the_service_can_be_retried(reference_wallet, database_dsn):
+    service = reference_wallet()
+    api, wallet_id, key = WalletHttp(service.url), new_id(), new_id("key")
+    api.create_wallet(wallet_id, "owner-i", 100)
+    with psycopg.connect(database_dsn) as blocker:
+        blocker.execute("SELECT 1 FROM wallets WHERE id = %s FOR UPDATE", (wallet_id,))
+        with ThreadPoolExecutor(1) as pool:
+            doomed = pool.submit(api.credit, wallet_id, 5, key=key)
+            wait_until(lambda: key_status(database_dsn, key) == "pending", 10, "the claim")
+            service.kill()
+            assert doomed.exception(timeout=10) is not None
+        blocker.rollback()
+
+    api = WalletHttp(reference_wallet().url)
+    assert_error(api.credit(wallet_id, 5, key=key), 409, "in flight")
+    make_claim_stale(database_dsn, key)
+    retry = api.credit(wallet_id, 5, key=key)
+    assert retry.status == 201 and not retry.replayed, retry.text
+    assert_replay_of(api.credit(wallet_id, 5, key=key), retry)
+    assert write_side(database_dsn, wallet_id) == (105, 2, 3)
+
+
+def test_a_slow_request_whose_stale_key_was_taken_over_has_no_effect(api, dsn):
+    wallet_id, key = new_id(), new_id("key")
+    api.create_wallet(wallet_id, "owner-i", 100)
+    with psycopg.connect(dsn) as blocker:
+        blocker.execute("SELECT 1 FROM wallets WHERE id = %s FOR UPDATE", (wallet_id,))
+        with ThreadPoolExecutor(2) as pool:
+            slow = pool.submit(api.credit, wallet_id, 5, key=key)
+            wait_until(lambda: key_status(dsn, key) == "pending", 10, "the slow request's claim")
+            make_claim_stale(dsn, key)
+            retry = pool.submit(api.credit, wallet_id, 5, key=key)
+            wait_until(
+                lambda: key_status(dsn, key) == "pending" and claim_is_fresh(dsn, key),
+                10,
+                "the retry to take the key over",
+            )
+            blocker.rollback()
+            replies = [slow.result(timeout=10), retry.result(timeout=10)]
+
+    assert sorted(r.status for r in replies) == [201, 409], [r.text for r in replies]
+    assert_error(next(r for r in replies if r.status == 409), 409, "taken over")
+    assert write_side(dsn, wallet_id) == (105, 2, 3)
+
+
+def claim_is_fresh(dsn: str, key: str) -> bool:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT created_at > now() - interval '1 minute' FROM idempotency_keys WHERE key = %s",
+            (key,),
+        ).fetchone()
+    return bool(row and row[0])
