@@ -10,10 +10,11 @@ import sys
 from datetime import timedelta
 
 import psycopg
-from psycopg import sql
+from psycopg import conninfo, sql
 
 from reference_wallet.postgres import redact_dsn
 
+from .consistency.reading import BAD_DSN
 from .options import ID_PREFIX
 from .target import embedded_dsn
 
@@ -105,6 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     pattern = like_prefix(args.run_id)
     exact = run_regex(args.run_id) if args.run_id is not None else None
     dsn = args.pg_dsn or embedded_dsn()
+    try:
+        conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:  # libpq's message quotes the DSN, password and all
+        print(f"wallet_users.cleanup: --pg-dsn: {BAD_DSN}", file=sys.stderr)
+        return 2
     try:
         with psycopg.connect(dsn, connect_timeout=10) as conn, conn.transaction():
             statements = plan(conn, pattern, age, exact)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from decimal import Decimal
 
 import psycopg
-from psycopg import sql
+from psycopg import conninfo, sql
 
 from .facts import Facts, Lag, LedgerSummary, OutboxSummary, WriteSide
 from .schema import CONSUMERS, DEFAULT_SCHEMA, Schema
@@ -24,7 +24,15 @@ class CheckError(RuntimeError):
     """The check could not run: unreachable database, bad credentials, no contract tables."""
 
 
+BAD_DSN = "the DSN is not a valid connection string (key=value pairs or a postgresql:// URI)"
+
+
 def connect(dsn: str, timeout: float = 10.0) -> psycopg.Connection:
+    try:
+        conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        # not libpq's message: it quotes the fragment it choked on, which may be the password
+        raise CheckError(f"cannot connect: {BAD_DSN}") from None
     try:
         return psycopg.connect(dsn, connect_timeout=max(1, int(timeout)), autocommit=True)
     except psycopg.OperationalError as error:
