@@ -257,7 +257,7 @@ def _duplicate_event_entries(conn, schema: Schema, params) -> list[tuple[str, st
     c = _ledger_columns(schema)
     query = sql.SQL(
         "WITH {run} SELECT {walletId}, {metadata} ->> 'eventId', count(*) FROM {table} AS l"
-        " JOIN run_wallets AS r ON r.id = {walletId} WHERE {metadata} ? 'eventId'"
+        " JOIN run_wallets AS r ON r.id = {walletId} WHERE {metadata} ->> 'eventId' IS NOT NULL"
         " GROUP BY 1, 2 HAVING count(*) > 1 ORDER BY count(*) DESC LIMIT 10000"
     ).format(run=RUN_WALLETS, **c)
     return conn.execute(query, params).fetchall()
@@ -269,7 +269,7 @@ def _transfer_imbalances(conn, schema: Schema, params) -> list[tuple[str, Decima
     query = sql.SQL(
         "WITH {run} SELECT {metadata} ->> 'transferId', sum({signed}), count(*),"
         " string_agg({walletId}, ' ' ORDER BY {walletId}) FROM {table} AS l"
-        " JOIN run_wallets AS r ON r.id = {walletId} WHERE {metadata} ? 'transferId'"
+        " JOIN run_wallets AS r ON r.id = {walletId} WHERE {metadata} ->> 'transferId' IS NOT NULL"
         " GROUP BY 1 HAVING sum({signed}) <> 0 OR count(*) <> 2 LIMIT 10000"
     ).format(run=RUN_WALLETS, **c)
     return conn.execute(query, params).fetchall()
