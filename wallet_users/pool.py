@@ -35,13 +35,15 @@ class PooledWallet:
     uncertain_debits: Decimal = ZERO  # indeterminate debits: maybe applied, maybe later
     uncertain_credits: Decimal = ZERO
 
+    # An indeterminate debit stays subtracted for good, even once a newer snapshot already shows
+    # it applied, so balance - uncertain_debits can fall below zero; no balance can: clamp.
     @property
     def spendable(self) -> Decimal:
-        return self.balance - self.reserved - self.uncertain_debits
+        return max(ZERO, self.balance - self.reserved - self.uncertain_debits)
 
     @property
     def low(self) -> Decimal:
-        return self.balance - self.uncertain_debits
+        return max(ZERO, self.balance - self.uncertain_debits)
 
     @property
     def high(self) -> Decimal:

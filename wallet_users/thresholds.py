@@ -64,6 +64,15 @@ def judge(record: RunRecord, options: SuiteOptions, p95_ms: float | None) -> lis
             f" {options.min_operation_success:g}%",
         ),
     ]
+    # client-side evidence, no database needed: must fail the run even when nothing is checked
+    replays, mismatched = record.replay_counts()
+    results.append(
+        Threshold(
+            "idempotent replays",
+            mismatched == 0,
+            f"idempotent replays {replays - mismatched}/{replays} answered as the first request",
+        )
+    )
     if options.max_p95_ms > 0:
         passed = p95_ms is not None and p95_ms <= options.max_p95_ms
         results.append(

@@ -1,0 +1,105 @@
+"""Running the suite the way users do, for tests: Locust's own option parser for the pure tests,
+and real `locust` subprocesses (headless or with the web UI) from the project root."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from locust.argument_parser import LocustArgumentParser
+
+from wallet_users import options as suite_options
+from wallet_users.options import SuiteOptions
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+VERDICT = "wallet suite verdict:"
+
+
+def suite_options_from(*argv: str) -> SuiteOptions:
+    """SuiteOptions as the suite validates them from a command line (through Locust's parser)."""
+    parser = LocustArgumentParser()
+    suite_options.register(parser)
+    return suite_options.parse(parser.parse_args(list(argv)))
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def locust_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "locust", *args]
+
+
+def locust_env() -> dict[str, str]:
+    # no colour codes or a terminal's width in the output we parse
+    return {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "NO_COLOR": "1", "COLUMNS": "200"}
+
+
+@dataclass
+class LocustRun:
+    returncode: int
+    stdout: str
+    stderr: str
+    stats_file: Path | None = None
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    def lines_starting(self, prefix: str) -> list[str]:
+        return [line for line in self.output.splitlines() if line.startswith(prefix)]
+
+    def verdict(self) -> str:
+        lines = self.lines_starting(VERDICT)
+        assert len(lines) == 1, f"expected one verdict line:\n{self.explain()}"
+        return lines[0][len(VERDICT) :].strip()
+
+    def stats(self) -> dict[tuple[str, str], dict]:
+        """The final request statistics, from Locust's --json-file (written at shutdown, unlike
+        the --csv files, which are rewritten once a second and may lag): (method, name) -> entry."""
+        assert self.stats_file is not None, "run_headless(..., stats=True) writes them"
+        if not self.stats_file.exists():
+            return {}
+        entries = json.loads(self.stats_file.read_text())
+        return {(entry["method"], entry["name"]): entry for entry in entries}
+
+    def requests(self, name: str, method: str = "POST") -> int:
+        entry = self.stats().get((method, name))
+        return entry["num_requests"] if entry else 0
+
+    def failures(self, name: str, method: str = "POST") -> int:
+        entry = self.stats().get((method, name))
+        return entry["num_failures"] if entry else 0
+
+    def explain(self) -> str:
+        return (
+            f"exit code {self.returncode}\n--- stdout (tail) ---\n{self.stdout[-4000:]}"
+            f"\n--- stderr (tail) ---\n{self.stderr[-4000:]}"
+        )
+
+
+def run_headless(
+    *args: str, tmp_path: Path, timeout: float = 90.0, stats: bool = True
+) -> LocustRun:
+    """`locust --headless ARGS` from the project root until it exits (killed after timeout)."""
+    stats_base = tmp_path / "stats"  # Locust adds .json
+    extra = ["--json-file", str(stats_base)] if stats else []
+    completed = subprocess.run(
+        locust_command("--headless", *args, *extra),
+        cwd=PROJECT_ROOT,
+        env=locust_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+    stats_file = stats_base.with_suffix(".json") if stats else None
+    return LocustRun(completed.returncode, completed.stdout, completed.stderr, stats_file)

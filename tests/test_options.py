@@ -1,0 +1,124 @@
+"""The suite's options as Locust parses them from a command line: the defaults keep the original
+scripts' figures, and every bad value is refused with one line naming the option."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.locust_support import suite_options_from
+from wallet_users.options import AmountRange, UsageError, wallet_id
+
+
+def test_the_defaults_are_the_original_scripts_figures() -> None:
+    opts = suite_options_from()
+    assert opts.wallets == 100
+    assert opts.weights == {"credit": 50, "debit": 30, "transfer": 20}
+    assert opts.initial_balance == AmountRange(100, 5000)
+    assert opts.credit_amount == AmountRange(10, 500)
+    assert opts.debit_amount == AmountRange(10, 200)
+    assert opts.transfer_amount == AmountRange(10, 300)
+    assert opts.replay_ratio == 0.01
+    assert (opts.min_create_success, opts.min_operation_success) == (95, 90)
+    assert opts.max_p95_ms == 0  # off
+    assert opts.seed is None and opts.pg_dsn is None
+
+
+def test_values_arrive_as_text_from_conf_files_and_are_converted() -> None:
+    opts = suite_options_from(
+        "--wallets",
+        "20",
+        "--seed",
+        "7",
+        "--credit-weight",
+        "0",
+        "--debit-weight",
+        "3",
+        "--transfer-weight",
+        "1",
+        "--debit-amount",
+        " 5-50 ",
+        "--replay-ratio",
+        "0.5",
+        "--max-p95-ms",
+        "250",
+    )
+    assert (opts.wallets, opts.seed, opts.replay_ratio, opts.max_p95_ms) == (20, 7, 0.5, 250)
+    assert opts.weights == {"credit": 0, "debit": 3, "transfer": 1}
+    assert opts.debit_amount == AmountRange(5, 50)
+
+
+def test_a_single_number_is_a_range_of_one_amount() -> None:
+    assert suite_options_from("--credit-amount", "50").credit_amount == AmountRange(50, 50)
+
+
+def test_an_initial_balance_may_be_zero_but_an_operation_amount_may_not() -> None:
+    assert suite_options_from("--initial-balance", "0-0").initial_balance == AmountRange(0, 0)
+    with pytest.raises(UsageError, match="--credit-amount: amounts must be positive"):
+        suite_options_from("--credit-amount", "0-10")
+
+
+def test_a_run_id_is_generated_when_none_is_given_and_each_is_fresh() -> None:
+    first, second = suite_options_from().run_id, suite_options_from("--run-id", "  ").run_id
+    assert re.fullmatch(r"[0-9]{14}-[0-9a-f]{6}", first)
+    assert first != second
+
+
+@pytest.mark.parametrize("run_id", ["ci-run_42", "A" * 64, "20240101"])
+def test_a_run_id_of_letters_digits_dashes_and_underscores_is_kept(run_id: str) -> None:
+    opts = suite_options_from("--run-id", run_id)
+    assert opts.run_id == run_id
+    assert wallet_id(opts.run_id, 3) == f"lt-{run_id}-w000003"
+
+
+@pytest.mark.parametrize("run_id", ["has space", "a/b", "50%", "dot.ted", "quote'", "A" * 65])
+def test_a_run_id_that_could_not_sit_in_a_url_or_a_like_pattern_is_refused(run_id: str) -> None:
+    with pytest.raises(UsageError, match=r"^--run-id: "):
+        suite_options_from("--run-id", run_id)
+
+
+BAD_VALUES = [
+    (["--credit-weight", "-1"], "--credit-weight: -1 is below 0"),
+    (["--debit-weight", "abc"], "--debit-weight: 'abc' is not a whole number"),
+    (["--transfer-weight", "2.5"], "--transfer-weight: '2.5' is not a whole number"),
+    (
+        ["--credit-weight", "0", "--debit-weight", "0", "--transfer-weight", "0"],
+        "at least one must be positive",
+    ),
+    (["--debit-amount", "300-10"], "--debit-amount: minimum 300 is above maximum 10"),
+    (["--transfer-amount", "10-"], "--transfer-amount: '10-' is not MIN-MAX"),
+    (["--credit-amount", "ten-20"], "--credit-amount: 'ten-20' is not MIN-MAX"),
+    (["--credit-amount", "-5"], "--credit-amount: '-5' is not MIN-MAX"),
+    (["--initial-balance", "1.5-3"], "--initial-balance: '1.5-3' is not MIN-MAX"),
+    (["--wallets", "abc"], "--wallets: 'abc' is not a whole number"),
+    (["--wallets", "0"], "--wallets: 0 is below 1"),
+    (["--wallets", "1e3"], "--wallets: '1e3' is not a whole number"),
+    (["--seed", "x"], "--seed: 'x' is not a whole number"),
+    (["--replay-ratio", "1.5"], "--replay-ratio: 1.5 is above 1"),
+    (["--replay-ratio", "often"], "--replay-ratio: 'often' is not a number"),
+    (["--replay-ratio", "nan"], "--replay-ratio: 'nan' is not a number"),
+    (["--hot-wallets", "0"], "--hot-wallets: 0 is below 1"),
+    (["--settle-timeout", "soon"], "--settle-timeout: 'soon' is not a number"),
+    (["--settle-timeout", "-1"], "--settle-timeout: -1.0 is below 0"),
+    (["--min-create-success", "101"], "--min-create-success: 101.0 is above 100"),
+    (["--min-operation-success", "-1"], "--min-operation-success: -1.0 is below 0"),
+    (["--min-operation-success", "NaN"], "--min-operation-success: 'NaN' is not a number"),
+    (["--max-p95-ms", "-5"], "--max-p95-ms: -5.0 is below 0"),
+    (["--max-p95-ms", "nan"], "--max-p95-ms: 'nan' is not a number"),
+    (["--request-timeout", "0"], "--request-timeout: 0.0 is below 0.1"),
+]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"), BAD_VALUES, ids=[" ".join(argv) for argv, _ in BAD_VALUES]
+)
+def test_a_bad_value_is_refused_in_one_line_naming_the_option(
+    argv: list[str], message: str
+) -> None:
+    with pytest.raises(UsageError) as refused:
+        suite_options_from(*argv)
+    text = str(refused.value)
+    assert message in text
+    assert "\n" not in text
+    assert text.startswith("--")

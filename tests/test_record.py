@@ -1,0 +1,242 @@
+"""The run record: what a run sent to each wallet and how it ended (ok, rejected, indeterminate),
+summed per wallet; the balance range and ledger entry counts it allows; its serialisation; and
+merging, which distributed runs rely on."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wallet_users.record import INDETERMINATE, OK, REJECTED, RunRecord, WalletTally
+
+
+def test_the_expected_balance_spans_what_indeterminate_operations_may_have_done() -> None:
+    record = RunRecord("r1")
+    record.wallet_created("a", OK, Decimal(100))
+    record.operation("credit", OK, "a", Decimal(50))
+    record.operation("debit", OK, "a", Decimal(20))
+    record.operation("credit", INDETERMINATE, "a", Decimal(30))
+    record.operation("debit", INDETERMINATE, "a", Decimal(10))
+    record.operation("debit", REJECTED, "a", Decimal(999), refused_for_funds=True)
+    tally = record.wallets["a"]
+    assert tally.expected_balance() == (Decimal(120), Decimal(160))
+    # the initial balance, two acknowledged operations, and up to two maybes
+    assert tally.expected_entries() == (3, 5)
+    assert (tally.rejected, tally.refused_for_funds, tally.indeterminate) == (1, 1, 2)
+
+
+def test_a_rejected_operation_changes_neither_the_balance_nor_the_entries() -> None:
+    record = RunRecord("r1")
+    record.wallet_created("a", OK, Decimal(100))
+    record.operation("credit", REJECTED, "a", Decimal(40))
+    record.operation("transfer", REJECTED, "a", Decimal(40), to_wallet_id="b")
+    assert record.wallets["a"].expected_balance() == (Decimal(100), Decimal(100))
+    assert record.wallets["a"].expected_entries() == (1, 1)
+    assert record.wallets["b"].expected_balance() == (Decimal(0), Decimal(0))
+    assert record.wallets["a"].rejected == 2
+    assert record.wallets["b"].rejected == 0
+    assert record.operations == {OK: 0, REJECTED: 2, INDETERMINATE: 0}
+
+
+def test_a_wallet_created_without_an_initial_balance_expects_no_initial_entry() -> None:
+    record = RunRecord("r1")
+    record.wallet_created("a", OK, Decimal(0))
+    assert record.wallets["a"].expected_entries() == (0, 0)
+    record.operation("credit", OK, "a", Decimal(5))
+    assert record.wallets["a"].expected_entries() == (1, 1)
+
+
+def test_a_transfer_books_both_legs_and_counts_as_one_operation() -> None:
+    record = RunRecord("r1")
+    record.wallet_created("a", OK, Decimal(500))
+    record.wallet_created("b", OK, Decimal(100))
+    record.operation("transfer", OK, "a", Decimal(40), to_wallet_id="b")
+    record.operation("transfer", INDETERMINATE, "a", Decimal(7), to_wallet_id="b")
+    a, b = record.wallets["a"], record.wallets["b"]
+    assert a.ok_sum["transfer_out"] == 40 and a.ok_count["transfer_out"] == 1
+    assert b.ok_sum["transfer_in"] == 40 and b.ok_count["transfer_in"] == 1
+    assert a.maybe_sum["transfer_out"] == 7 and b.maybe_sum["transfer_in"] == 7
+    assert a.expected_balance() == (Decimal(453), Decimal(460))
+    assert b.expected_balance() == (Decimal(140), Decimal(147))
+    assert a.expected_entries() == (2, 3) and b.expected_entries() == (2, 3)
+    assert record.operations == {OK: 1, REJECTED: 0, INDETERMINATE: 1}
+    # money moved by transfers is conserved in the record itself
+    total_low = a.expected_balance()[0] + b.expected_balance()[0]
+    total_high = a.expected_balance()[1] + b.expected_balance()[1]
+    assert total_low <= 600 <= total_high
+
+
+def test_an_operation_is_indeterminate_from_the_moment_it_is_sent_until_answered() -> None:
+    record = RunRecord("r1")
+    record.wallet_created("a", OK, Decimal(100))
+    record.operation_sent("debit", "a", Decimal(30))
+    assert record.operations[INDETERMINATE] == 1
+    assert record.wallets["a"].expected_balance() == (Decimal(70), Decimal(100))
+    record.operation_answered("debit", OK, "a", Decimal(30))
+    assert record.operations == {OK: 1, REJECTED: 0, INDETERMINATE: 0}
+    assert record.wallets["a"].expected_balance() == (Decimal(70), Decimal(70))
+    assert record.wallets["a"].indeterminate == 0
+
+
+def test_an_operation_sent_but_never_answered_stays_indeterminate() -> None:
+    record = RunRecord("r1")
+    record.wallet_created("a", OK, Decimal(100))
+    record.wallet_created("b", OK, Decimal(0))
+    record.operation_sent("transfer", "a", Decimal(25), "b")
+    record.operation_sent("credit", "a", Decimal(5))
+    record.operation_answered("credit", REJECTED, "a", Decimal(5))
+    assert record.operations == {OK: 0, REJECTED: 1, INDETERMINATE: 1}
+    assert record.wallets["a"].expected_balance() == (Decimal(75), Decimal(100))
+    assert record.wallets["b"].expected_balance() == (Decimal(0), Decimal(25))
+
+
+def test_refusals_for_funds_and_replays_are_summed_across_wallets() -> None:
+    record = RunRecord("r1")
+    record.operation("debit", REJECTED, "a", Decimal(10), refused_for_funds=True)
+    record.operation("debit", REJECTED, "b", Decimal(10), refused_for_funds=True)
+    record.operation("debit", REJECTED, "b", Decimal(10))
+    record.replay("a", matched=True)
+    record.replay("b", matched=False)
+    assert record.refused_for_funds() == 2
+    assert record.replay_counts() == (2, 1)
+
+
+def test_creation_counts_hold_each_wallets_creation_outcome() -> None:
+    record = RunRecord("r1")
+    record.wallet_created("a", OK, Decimal(1))
+    record.wallet_created("b", REJECTED, Decimal(1))
+    record.wallet_created("c", INDETERMINATE, Decimal(1))
+    assert record.creation_counts() == {OK: 1, REJECTED: 1, INDETERMINATE: 1}
+    assert record.creations_attempted == 3
+
+
+def test_the_saved_record_loads_back_equal(tmp_path: Path) -> None:
+    record = RunRecord("r1", unverified={"z"})
+    record.wallet_created("a", OK, Decimal(100))
+    record.operation("transfer", OK, "a", Decimal("12.50"), to_wallet_id="b")
+    record.replay("a", matched=False)
+    path = tmp_path / "nested" / "run-record.json"
+    record.save(path)
+    assert json.loads(path.read_text())["run_id"] == "r1"
+    assert RunRecord.load(path) == record
+
+
+# --- properties ------------------------------------------------------------------------------
+
+# Each process books the wallets it seeded (its own pool): a and c belong to process 0, b and d
+# to process 1; a transfer goes to another wallet of the same pool.
+OWNER = {"a": 0, "b": 1, "c": 0, "d": 1}
+PARTNER = {"a": "c", "c": "a", "b": "d", "d": "b"}
+wallet_ids = st.sampled_from(sorted(OWNER))
+money = st.one_of(
+    st.integers(1, 5000).map(Decimal),
+    st.decimals(min_value=Decimal("0.01"), max_value=Decimal(1000), places=2),
+)
+outcomes = st.sampled_from([OK, REJECTED, INDETERMINATE])
+
+
+@st.composite
+def events(draw: st.DrawFn) -> tuple:
+    """One thing a load-generating process books, with the process (0 or 1) that books it."""
+    wallet_id = draw(wallet_ids)
+    process = OWNER[wallet_id]
+    choice = draw(st.sampled_from(["operation", "sent and answered", "sent", "replay"]))
+    if choice == "replay":
+        return (process, "replay", wallet_id, draw(st.booleans()))
+    kind = draw(st.sampled_from(["credit", "debit", "transfer"]))
+    to_id = PARTNER[wallet_id] if kind == "transfer" else None
+    outcome = draw(outcomes)
+    refused = outcome == REJECTED and kind != "credit" and draw(st.booleans())
+    return (process, choice, kind, outcome, wallet_id, draw(money), to_id, refused)
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> list[tuple]:
+    """Creations first (each wallet at most once, by the process that owns it), then operations
+    in any order."""
+    created = draw(st.lists(wallet_ids, unique=True))
+    creations = [
+        (OWNER[w], "create", w, draw(outcomes), draw(st.integers(0, 5000))) for w in created
+    ]
+    return creations + draw(st.lists(events(), max_size=40))
+
+
+def book(record: RunRecord, event: tuple) -> None:
+    name = event[1]
+    if name == "create":
+        _, _, wallet_id, outcome, balance = event
+        record.wallet_created(wallet_id, outcome, Decimal(balance))
+    elif name == "replay":
+        record.replay(event[2], matched=event[3])
+    else:
+        _, _, kind, outcome, wallet_id, amount, to_id, refused = event
+        if name == "operation":
+            record.operation(
+                kind, outcome, wallet_id, amount, to_wallet_id=to_id, refused_for_funds=refused
+            )
+        else:
+            record.operation_sent(kind, wallet_id, amount, to_id)
+            if name == "sent and answered":
+                record.operation_answered(
+                    kind, outcome, wallet_id, amount, to_wallet_id=to_id, refused_for_funds=refused
+                )
+
+
+def record_of(history: list[tuple], process: int | None = None) -> RunRecord:
+    record = RunRecord("run")
+    for event in history:
+        if process is None or event[0] == process:
+            book(record, event)
+    return record
+
+
+def through_json(record: RunRecord) -> RunRecord:
+    return RunRecord.from_dict(json.loads(json.dumps(record.to_dict())))
+
+
+@settings(max_examples=150, deadline=None)
+@given(histories(), st.sets(wallet_ids))
+def test_a_record_survives_a_round_trip_through_json(history: list[tuple], unverified) -> None:
+    record = record_of(history)
+    record.unverified = set(unverified)
+    again = through_json(record)
+    assert again == record
+    assert again.to_dict() == record.to_dict()
+
+
+@settings(max_examples=150, deadline=None)
+@given(histories())
+def test_merging_two_processes_records_gives_the_record_of_all_their_operations(
+    history: list[tuple],
+) -> None:
+    merged = RunRecord("run")
+    for process in (0, 1):
+        merged.merge(through_json(record_of(history, process)))  # as a worker reports it
+    whole = record_of(history)
+    assert merged == whole
+    assert merged.creation_counts() == whole.creation_counts()
+    assert merged.refused_for_funds() == whole.refused_for_funds()
+    assert merged.replay_counts() == whole.replay_counts()
+    for wallet_id, tally in whole.wallets.items():
+        assert merged.wallets[wallet_id].expected_balance() == tally.expected_balance()
+        assert merged.wallets[wallet_id].expected_entries() == tally.expected_entries()
+
+
+@settings(max_examples=150, deadline=None)
+@given(histories())
+def test_the_expected_range_always_holds_the_balance_of_the_acknowledged_operations(
+    history: list[tuple],
+) -> None:
+    """low <= what the ok operations alone give <= high, and entries likewise."""
+    record = record_of(history)
+    for wallet_id, tally in record.wallets.items():
+        low, high = tally.expected_balance()
+        certain = WalletTally(initial_balance=tally.initial_balance, ok_sum=tally.ok_sum)
+        assert low <= certain.expected_balance()[0] <= high, wallet_id
+        fewest, most = tally.expected_entries()
+        assert fewest <= most
+        assert most - fewest == tally.indeterminate

@@ -1,0 +1,126 @@
+"""The threshold judge: the original scripts' success criteria (wallet creation above 95 %,
+operations above 90 % with refusals for funds counted apart) and the optional p95 bound, as a
+pure function of the run record."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from tests.locust_support import suite_options_from
+from wallet_users.record import INDETERMINATE, OK, REJECTED, RunRecord
+from wallet_users.thresholds import judge, operation_counts
+
+
+def record_with(
+    *,
+    created: int = 20,
+    not_created: int = 0,
+    ok: int = 0,
+    refused: int = 0,
+    rejected: int = 0,
+    indeterminate: int = 0,
+) -> RunRecord:
+    record = RunRecord("r")
+    for index in range(created + not_created):
+        outcome = OK if index < created else REJECTED
+        record.wallet_created(f"w{index}", outcome, Decimal(100))
+    booked = [(OK, False)] * ok + [(REJECTED, True)] * refused
+    booked += [(REJECTED, False)] * rejected + [(INDETERMINATE, False)] * indeterminate
+    for outcome, for_funds in booked:
+        record.operation("debit", outcome, "w0", Decimal(1), refused_for_funds=for_funds)
+    return record
+
+
+def verdict(record: RunRecord, *argv: str, p95: float | None = 12.0) -> dict[str, tuple]:
+    return {t.name: (t.passed, t.line) for t in judge(record, suite_options_from(*argv), p95)}
+
+
+def test_a_clean_run_passes_creation_and_operations_and_has_no_latency_bound_by_default() -> None:
+    result = verdict(record_with(ok=100))
+    assert set(result) == {"wallet creation", "operation success", "idempotent replays"}
+    assert result["wallet creation"] == (True, "wallet creation 100.0% (20/20) >= 95%")
+    assert result["operation success"][0]
+    assert "100.0% (100/100, 0 refused for funds apart) >= 90%" in result["operation success"][1]
+
+
+def test_refusals_for_funds_are_not_counted_as_errors() -> None:
+    record = record_with(ok=10, refused=90)
+    counts = operation_counts(record)
+    assert (counts.ok, counts.refused_for_funds, counts.rejected, counts.counted) == (10, 90, 0, 10)
+    passed, line = verdict(record)["operation success"]
+    assert passed
+    assert "(10/10, 90 refused for funds apart)" in line
+
+
+def test_other_refusals_and_indeterminate_outcomes_count_against_operation_success() -> None:
+    passed, line = verdict(record_with(ok=85, rejected=10, indeterminate=5))["operation success"]
+    assert not passed
+    assert line == "operation success 85.0% (85/100, 0 refused for funds apart) < 90%"
+
+
+def test_operation_success_exactly_at_the_minimum_passes() -> None:
+    assert verdict(record_with(ok=90, rejected=10))["operation success"][0]
+    assert not verdict(record_with(ok=89, rejected=11))["operation success"][0]
+
+
+def test_a_run_with_no_operations_is_not_an_operation_failure() -> None:
+    assert verdict(record_with(ok=0))["operation success"][0]
+
+
+def test_wallet_creation_below_the_minimum_fails_and_says_so() -> None:
+    passed, line = verdict(record_with(created=94, not_created=6))["wallet creation"]
+    assert not passed
+    assert line == "wallet creation 94.0% (94/100) < 95%"
+    assert verdict(record_with(created=95, not_created=5))["wallet creation"][0]
+
+
+def test_a_run_that_attempted_no_wallets_fails_wallet_creation() -> None:
+    assert not verdict(record_with(created=0))["wallet creation"][0]
+
+
+def test_the_minimums_come_from_the_options() -> None:
+    record = record_with(created=8, not_created=2, ok=50, rejected=50)
+    result = verdict(record, "--min-create-success", "80", "--min-operation-success", "50")
+    assert result["wallet creation"][0] and result["operation success"][0]
+    assert not verdict(record_with(ok=99, rejected=1), "--min-operation-success", "100")[
+        "operation success"
+    ][0]
+
+
+def test_a_replay_answered_differently_fails_the_run_without_any_database() -> None:
+    record = record_with(ok=10)
+    record.replay("w0", matched=True)
+    assert verdict(record)["idempotent replays"] == (
+        True,
+        "idempotent replays 1/1 answered as the first request",
+    )
+    record.replay("w1", matched=False)
+    assert verdict(record)["idempotent replays"] == (
+        False,
+        "idempotent replays 1/2 answered as the first request",
+    )
+
+
+@pytest.mark.parametrize(
+    ("p95", "passed", "line"),
+    [
+        (40.0, True, "p95 latency 40.0 ms <= 50 ms"),
+        (50.0, True, "p95 latency 50.0 ms <= 50 ms"),
+        (51.0, False, "p95 latency 51.0 ms > 50 ms"),
+        (None, False, "p95 latency n/a ms > 50 ms"),
+    ],
+)
+def test_the_p95_bound_is_judged_only_when_set(p95: float | None, passed: bool, line: str) -> None:
+    result = verdict(record_with(ok=10), "--max-p95-ms", "50", p95=p95)
+    assert result["p95 latency"] == (passed, line)
+
+
+def test_every_threshold_says_its_result_in_one_line_naming_it() -> None:
+    record = record_with(created=1, not_created=1, ok=1, rejected=1)
+    record.replay("w0", matched=False)
+    for threshold in judge(record, suite_options_from("--max-p95-ms", "1"), 999.0):
+        assert not threshold.passed
+        assert "\n" not in threshold.line
+        assert threshold.line.startswith(threshold.name)
