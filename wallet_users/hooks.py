@@ -62,6 +62,7 @@ class Session:
     coordinator: Coordinator = field(default_factory=Coordinator)
     shard: ShardPlan | None = None  # a worker's shard, from the master's plan message
     options: SuiteOptions | None = None  # the master's options for the current test
+    pg_dsn: str = ""  # the DSN as given, password included; never shown
     started: float = 0.0
     notes: list[str] = field(default_factory=list)
     outcome: RunOutcome | None = None
@@ -107,15 +108,16 @@ def _on_init(environment: Any, **_: Any) -> None:
     if environment.web_ui is not None:
         add_consistency_tab(environment, lambda: SESSION.outcome)
     if environment.host:
+        problem = probe(environment.host)
+        if problem:
+            usage_error(f"cannot reach --host {environment.host}: {problem}")
         if not opts.pg_dsn:
             log.warning(
                 "wallet suite: --host %s without --pg-dsn: the consistency check will be SKIPPED"
                 " and the report will say 'not checked'",
                 environment.host,
             )
-        problem = probe(environment.host)
-        if problem:
-            usage_error(f"cannot reach --host {environment.host}: {problem}")
+        _hide_dsn_password(environment)
         return
     try:
         SESSION.target = EmbeddedTarget.start()
@@ -128,6 +130,22 @@ def _on_init(environment: Any, **_: Any) -> None:
         environment.parsed_options.pg_dsn = SESSION.target.dsn
     if str(getattr(environment.parsed_options, "resolve_indeterminate", "auto")).lower() == "auto":
         environment.parsed_options.resolve_indeterminate = "yes"  # the reference honours keys
+
+
+def _hide_dsn_password(environment: Any) -> None:
+    """Locust writes option values into the web UI's page source, secret ones included: keep the
+    real DSN here and show the UI (and anything else reading parsed options) a redacted one."""
+    dsn = getattr(environment.parsed_options, "pg_dsn", "")
+    if dsn and redact_dsn(dsn) != dsn:
+        SESSION.pg_dsn = dsn
+        environment.parsed_options.pg_dsn = redact_dsn(dsn)
+
+
+def _real_dsn(opts: SuiteOptions) -> SuiteOptions:
+    """Undo _hide_dsn_password: a DSN still in its redacted form means the one given at start."""
+    if SESSION.pg_dsn and opts.pg_dsn == redact_dsn(SESSION.pg_dsn):
+        return dataclasses.replace(opts, pg_dsn=SESSION.pg_dsn)
+    return opts
 
 
 def apply_weights(environment: Any, weights: dict[str, int], *, drop_empty: bool = True) -> None:
@@ -166,7 +184,7 @@ def _selected(task: Any, tags: set[str] | None, excluded: set[str] | None) -> bo
 def _on_test_start(environment: Any, **_: Any) -> None:
     runner = environment.runner
     try:
-        opts = suite_options.parse(environment.parsed_options)
+        opts = _real_dsn(suite_options.parse(environment.parsed_options))
     except UsageError as error:  # the web UI's form can change options between tests
         log.error("wallet suite: %s", error)
         gevent.spawn(runner.stop)

@@ -5,6 +5,7 @@ files, as LOCUST_* environment variables and in the web UI's start form) and val
 from __future__ import annotations
 
 import argparse
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -223,7 +224,7 @@ def parse(parsed: argparse.Namespace) -> SuiteOptions:
             "--credit-weight, --debit-weight, --transfer-weight: at least one must be positive"
         )
     run_id = str(parsed.run_id or "").strip() or generate_run_id()
-    if not all(ch.isalnum() or ch in "-_" for ch in run_id) or len(run_id) > 64:
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", run_id):  # ASCII only: it goes into URL paths
         raise UsageError(
             f"--run-id: {run_id!r} may hold only letters, digits, '-' and '_' (at most 64)"
         )
