@@ -56,7 +56,9 @@ def libpq_reason(error: BaseException) -> str:
 def missing_tables(conn: psycopg.Connection, schema: Schema) -> dict[str, str]:
     missing = {}
     for logical in schema.tables:
-        found = conn.execute("SELECT to_regclass(%s)", (schema.physical(logical),)).fetchone()[0]
+        # quoted, as every query names it: unquoted, to_regclass folds "LedgerEntries" to lower case
+        quoted = schema.table(logical).as_string(conn)
+        found = conn.execute("SELECT to_regclass(%s)", (quoted,)).fetchone()[0]
         if found is None:
             missing[logical] = f"table {schema.physical(logical)} does not exist"
     return missing
