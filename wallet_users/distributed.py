@@ -19,7 +19,7 @@ from typing import Any
 from locust.runners import STATE_MISSING
 
 from .options import SuiteOptions
-from .record import INDETERMINATE, RunRecord
+from .record import INDETERMINATE, OK, REJECTED, RunRecord
 from .seeding import WalletPlan, plan_wallets
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,20 @@ class Coordinator:
         )
 
     def received(self, client_id: str, data: dict[str, Any]) -> None:
-        self.reports[client_id] = WorkerReport.from_message(data)
+        report = self.reports[client_id] = WorkerReport.from_message(data)
+        shard = self.shards.get(client_id)
+        ops = report.record.operations
+        log.info(
+            "worker %s (%s) reported: %d/%d wallets created; operations %d ok, %d rejected,"
+            " %d indeterminate",
+            client_id,
+            _shard_name(shard),
+            report.created,
+            report.planned,
+            ops[OK],
+            ops[REJECTED],
+            ops[INDETERMINATE],
+        )
 
     def collect(
         self, runner: Any, timeout: float, sleep: Callable[[float], None]
@@ -124,9 +137,9 @@ class Coordinator:
         for cid, shard in self.shards.items():
             if cid not in self.reports:
                 log.warning(
-                    "worker %s (shard %d) never sent its record: its wallets are unverified",
+                    "worker %s (%s) never sent its record: its wallets are unverified",
                     cid,
-                    shard.index,
+                    _shard_name(shard),
                 )
                 self._mark_unverified(merged, shard)
         return merged, lost
@@ -149,6 +162,11 @@ class Coordinator:
         planned = sum(r.planned for r in self.reports.values())
         seconds = max((r.seed_seconds for r in self.reports.values()), default=0.0)
         return created, planned, seconds
+
+
+def _shard_name(shard: ShardPlan | None) -> str:
+    """As the worker's own log names it when it seeds: counted from 1."""
+    return f"shard {shard.index + 1} of {shard.count}" if shard else "no shard of this run"
 
 
 def _alive(runner: Any, client_id: str) -> bool:
