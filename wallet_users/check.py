@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         record = RunRecord.load(args.run_record)
-    except (OSError, ValueError, KeyError, TypeError) as error:
+    except (OSError, ValueError, KeyError, TypeError, ArithmeticError) as error:  # bad Decimal
         parser.error(f"cannot read run record {args.run_record}: {error}")
     try:
         schema = Schema.with_overrides(args.schema_overrides)
