@@ -15,7 +15,7 @@ from psycopg import conninfo, sql
 from reference_wallet.postgres import redact_dsn
 
 from .consistency.reading import BAD_DSN
-from .options import ID_PREFIX
+from .options import ID_PREFIX, run_regex
 from .target import embedded_dsn
 
 # table -> (column holding a wallet id or key, timestamp column); deleted in this order.
@@ -29,10 +29,6 @@ TABLES: list[tuple[str, str, str]] = [
     ("wallets", "id", "created_at"),
     ("idempotency_keys", "key", "created_at"),
 ]
-# What the suite puts after a run's prefix: "w000001" and "h000001" (options.wallet_id), a
-# read-your-writes wallet "r1a2b3c4d-000000" (users.py), an Idempotency-Key's 32 hex digits
-# (options.idempotency_key). Matching it exactly keeps run "nightly" from taking "nightly-2"'s rows.
-RUN_SUFFIX = r"(?:[a-z](?:[0-9a-f]{8}-)?[0-9]{6}|[0-9a-f]{32})"
 _DURATION = re.compile(r"^(\d+)\s*([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
@@ -48,11 +44,6 @@ def like_prefix(run_id: str | None) -> str:
     """A LIKE pattern for the run's rows (or every suite row), with LIKE's wildcards escaped."""
     prefix = ID_PREFIX + (f"{run_id}-" if run_id else "")
     return prefix.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%") + "%"
-
-
-def run_regex(run_id: str) -> str:
-    """A PostgreSQL regular expression for exactly the ids of one run."""
-    return "^" + re.escape(f"{ID_PREFIX}{run_id}-") + RUN_SUFFIX + "$"
 
 
 def plan(

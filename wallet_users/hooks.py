@@ -61,6 +61,7 @@ class Session:
     generator: GeneratorLoad = field(default_factory=GeneratorLoad)
     coordinator: Coordinator = field(default_factory=Coordinator)
     shard: ShardPlan | None = None  # a worker's shard, from the master's plan message
+    shards_done: set[str] = field(default_factory=set)  # run ids this worker has seeded
     options: SuiteOptions | None = None  # the master's options for the current test
     pg_dsn: str = ""  # the DSN as given, password included; never shown
     started: float = 0.0
@@ -197,10 +198,15 @@ def _on_test_start(environment: Any, **_: Any) -> None:
         return
     shard = ShardPlan(opts.run_id)
     if isinstance(runner, WorkerRunner):
-        if SESSION.shard is None:
-            log.error("wallet suite: no shard plan from the master (does it run this locustfile?)")
-        else:
-            shard = SESSION.shard
+        if SESSION.shard is None or SESSION.shard.run_id in SESSION.shards_done:
+            # joined after the test started (out of scope), or the master runs another locustfile
+            log.error(
+                "wallet suite: no shard for this worker in this test: it seeds and sends nothing"
+            )
+            set_suite_run(environment, SuiteRun.start(opts))  # empty pools: its users stop at once
+            return
+        shard = SESSION.shard
+        SESSION.shards_done.add(shard.run_id)
     opts = dataclasses.replace(opts, run_id=shard.run_id)
     apply_weights(environment, opts.weights, drop_empty=False)
     run = SuiteRun.start(opts)
@@ -305,7 +311,7 @@ def _on_test_stop(environment: Any, **_: Any) -> None:
         options = SESSION.options
         seeding = SESSION.coordinator.totals()
         generator = [
-            f"worker {SESSION.coordinator.shards[cid].index}: {_cpu_line(r)}"
+            f"shard {SESSION.coordinator.shards[cid].index + 1}: {_cpu_line(r)}"
             for cid, r in sorted(
                 SESSION.coordinator.reports.items(),
                 key=lambda i: SESSION.coordinator.shards[i[0]].index,
@@ -313,7 +319,7 @@ def _on_test_stop(environment: Any, **_: Any) -> None:
         ]
         if lost:
             SESSION.notes.append(
-                f"workers of shards {', '.join(map(str, lost))} sent no record:"
+                f"the workers of shards {', '.join(str(i + 1) for i in lost)} sent no record:"
                 f" {len(record.unverified)} wallets checked by database invariants only"
             )
     else:

@@ -282,6 +282,17 @@ def wallet_id(run_id: str, index: int, kind: str = "w") -> str:
     return f"{ID_PREFIX}{run_id}-{kind}{index:06d}"
 
 
+# What the suite puts after a run's prefix: "w000001" and "h000001" (wallet_id), a
+# read-your-writes wallet "r1a2b3c4d-000000" (users.py), an Idempotency-Key's 32 hex digits
+# (idempotency_key). Matching it exactly keeps run "nightly" from taking "nightly-2"'s rows.
+RUN_SUFFIX = r"(?:[a-z](?:[0-9a-f]{8}-)?[0-9]{6}|[0-9a-f]{32})"
+
+
+def run_regex(run_id: str) -> str:
+    """A PostgreSQL regular expression for exactly the ids of one run."""
+    return "^" + re.escape(f"{ID_PREFIX}{run_id}-") + RUN_SUFFIX + "$"
+
+
 def idempotency_key(run_id: str) -> str:
     """A fresh key, under the suite's prefix and the run id, so cleanup can find it."""
     return f"{ID_PREFIX}{run_id}-{uuid.uuid4().hex}"

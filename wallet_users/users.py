@@ -122,6 +122,8 @@ class ReadYourWritesUser(FastHttpUser):
 
     def on_start(self) -> None:
         run = suite_run(self.environment)
+        if not run.ready:
+            raise StopUser()  # a worker with no shard in this test
         self.run = run
         self.pool = type(run.wallets)(run.user_rng())
         self.ops = WalletOperations(

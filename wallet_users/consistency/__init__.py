@@ -14,9 +14,16 @@ import psycopg
 
 from reference_wallet.postgres import redact_dsn
 
-from ..record import RunRecord
+from ..record import INDETERMINATE, RunRecord
 from .checker import check_consistency, wallets_in_scope
-from .reading import CheckError, connect, missing_tables, read_facts, wait_for_drain
+from .reading import (
+    CheckError,
+    connect,
+    missing_tables,
+    read_facts,
+    run_wallet_ids,
+    wait_for_drain,
+)
 from .report import NOT_CHECKED, ConsistencyReport
 from .schema import Schema, SchemaError
 
@@ -29,6 +36,15 @@ __all__ = ["CheckError", "ConsistencyReport", "Schema", "SchemaError", "not_chec
 
 def not_checked(record: RunRecord, reason: str, target: str = "") -> ConsistencyReport:
     return ConsistencyReport(status=NOT_CHECKED, run_id=record.run_id, reason=reason, target=target)
+
+
+def adopt_unknown_wallets(record: RunRecord, found: list[str]) -> None:
+    """A lost worker may have made wallets no record knows of (a read-your-writes user's own):
+    they join the check as maybe-created and unverified, held to the database's invariants."""
+    for wallet_id in found:
+        if wallet_id not in record.wallets:
+            record.tally(wallet_id).created = INDETERMINATE
+            record.unverified.add(wallet_id)
 
 
 def run_check(
@@ -44,7 +60,6 @@ def run_check(
     schema = schema or Schema()
     target = redact_dsn(dsn)
     started = time.monotonic()
-    wallet_ids = wallets_in_scope(record)
     with connect(dsn) as conn:
         try:
             missing = missing_tables(conn, schema)
@@ -53,6 +68,9 @@ def run_check(
                 raise CheckError(
                     f"{', '.join(missing[t] for t in absent)} in {target}: is this the service's database?"
                 )
+            if record.unverified:
+                adopt_unknown_wallets(record, run_wallet_ids(conn, schema, record.run_id))
+            wallet_ids = wallets_in_scope(record)
             settle: dict = {}
             if "outbox" not in missing and "outbox_consumer_processing" not in missing:
                 drained, waited, backlog = wait_for_drain(

@@ -12,6 +12,7 @@ from decimal import Decimal
 import psycopg
 from psycopg import conninfo, sql
 
+from ..options import run_regex
 from .facts import Facts, Lag, LedgerSummary, OutboxSummary, WriteSide
 from .schema import CONSUMERS, DEFAULT_SCHEMA, Schema
 
@@ -62,6 +63,16 @@ def missing_tables(conn: psycopg.Connection, schema: Schema) -> dict[str, str]:
         if found is None:
             missing[logical] = f"table {schema.physical(logical)} does not exist"
     return missing
+
+
+def run_wallet_ids(conn: psycopg.Connection, schema: Schema, run_id: str) -> list[str]:
+    """Every write-side wallet of the run, found by its id: for wallets no record knows of
+    (made by a worker that died before reporting)."""
+    t = "wallets"
+    query = sql.SQL("SELECT {id} FROM {table} WHERE {id} ~ %s").format(
+        id=schema.col(t, "id"), table=schema.table(t)
+    )
+    return [row[0] for row in conn.execute(query, (run_regex(run_id),))]
 
 
 def backlog(conn: psycopg.Connection, schema: Schema, wallet_ids: list[str]) -> dict[str, int]:
