@@ -157,7 +157,7 @@ def apply_weights(environment: Any, weights: dict[str, int], *, drop_empty: bool
     excluded = set(getattr(environment.parsed_options, "exclude_tags", None) or []) or None
     kept = []
     for user_class in environment.user_classes:
-        if issubclass(user_class, WalletBehaviour) or user_class is HotWalletUser:
+        if issubclass(user_class, WalletBehaviour):
             user_class.tasks = [
                 task
                 for kind in TASK_KINDS

@@ -19,32 +19,40 @@ from locust.exception import StopUser
 
 from .operations import WalletOperations, outcome_of
 from .options import idempotency_key, wallet_id
+from .pool import WalletPool
 from .record import OK
-from .run import suite_run
+from .run import SuiteRun, suite_run
 from .seeding import WalletPlan, create_wallet
 
 TASK_KINDS = ("credit", "debit", "transfer")
 
 
 class WalletBehaviour:
-    """Tasks shared by the FastHttpUser and HttpUser flavours."""
+    """The credit/debit/transfer tasks, shared by the FastHttpUser and HttpUser flavours and the
+    hot-wallet user; subclasses say which pool they spend and whether refusals are expected."""
 
     abstract = True
     wait_time = constant(0)
+    expect_refusals = False
+
+    def wallet_pool(self, run: SuiteRun) -> WalletPool:
+        return run.wallets
 
     def on_start(self) -> None:
         run = suite_run(self.environment)
         self.run = run
+        pool = self.wallet_pool(run)
         self.ops = WalletOperations(
             self.client,
-            run.wallets,
+            pool,
             run.record,
             run.user_rng(),
             run_id=run.options.run_id,
             replay_ratio=run.options.replay_ratio,
+            expect_refusals=self.expect_refusals,
             in_doubt=run.in_doubt,
         )
-        if not len(run.wallets):
+        if not len(pool):
             raise StopUser()
 
     @tag("credit")
@@ -74,42 +82,15 @@ class RequestsWalletUser(WalletBehaviour, HttpUser):
     abstract = False
 
 
-class HotWalletUser(FastHttpUser):
+class HotWalletUser(WalletBehaviour, FastHttpUser):
     """Many users, few wallets: every debit is sent even when the wallet may not cover it."""
 
+    abstract = False
     weight = 1
-    wait_time = constant(0)
+    expect_refusals = True
 
-    def on_start(self) -> None:
-        run = suite_run(self.environment)
-        self.run = run
-        self.ops = WalletOperations(
-            self.client,
-            run.hot_wallets,
-            run.record,
-            run.user_rng(),
-            run_id=run.options.run_id,
-            replay_ratio=run.options.replay_ratio,
-            expect_refusals=True,
-            in_doubt=run.in_doubt,
-        )
-        if not len(run.hot_wallets):
-            raise StopUser()
-
-    @tag("hot", "credit")
-    @task(50)
-    def credit(self) -> None:
-        self.ops.credit(self.ops.amount(self.run.options.credit_amount))
-
-    @tag("hot", "debit")
-    @task(30)
-    def debit(self) -> None:
-        self.ops.debit(self.ops.amount(self.run.options.debit_amount))
-
-    @tag("hot", "transfer")
-    @task(20)
-    def transfer(self) -> None:
-        self.ops.transfer(self.ops.amount(self.run.options.transfer_amount))
+    def wallet_pool(self, run: SuiteRun) -> WalletPool:
+        return run.hot_wallets
 
 
 class ReadYourWritesUser(FastHttpUser):
