@@ -295,17 +295,11 @@ def outbox_events(dsn: str) -> int:
 
 
 USERS_KILLED = 10
-REPLAYS_CUT_OFF = pytest.mark.xfail(
-    reason="wallet_users/operations.py books a replay that got no answer (the service was down)"
-    " as 'answered differently': the checker then reports an idempotency violation the database"
-    " does not show, and the replay threshold fails; only when a replay falls into the outage",
-    strict=False,
-)
 
 
 @pytest.mark.parametrize(
     "replay_ratio",
-    ["0", pytest.param("1", marks=REPLAYS_CUT_OFF)],
+    ["0", "1"],
     ids=["without replays", "with replays"],
 )
 def test_a_service_killed_and_restarted_mid_run_ends_valid_without_a_false_alarm(
