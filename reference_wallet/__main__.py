@@ -57,6 +57,16 @@ def _port(text: str) -> int:
     return port
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
+    return value
+
+
 def build_parser(command: str) -> argparse.ArgumentParser:
     if command == "project":
         parser = argparse.ArgumentParser(
@@ -96,7 +106,17 @@ def build_parser(command: str) -> argparse.ArgumentParser:
     )
     parser.add_argument("--access-log", action="store_true", help="log every request (slow)")
     parser.add_argument(
-        "--pool-size", type=int, default=16, help="PostgreSQL connections (default 16)"
+        "--pool-size",
+        type=_positive,
+        default=16,
+        help="PostgreSQL connections per process (default 16)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="HTTP server processes sharing the port with SO_REUSEPORT; the projectors run in"
+        " the first (default 1)",
     )
     return parser
 
@@ -126,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvloop
 
-    from .service import ServeOptions, project, serve
+    from .service import ServeOptions, project, run_service
 
     try:
         if command == "project":
@@ -141,8 +161,9 @@ def main(argv: list[str] | None = None) -> int:
                 projectors=projectors,
                 access_log=args.access_log,
                 pool_size=args.pool_size,
+                workers=args.workers,
             )
-            uvloop.run(serve(options))
+            return run_service(options)
     except OSError as error:
         print(f"reference_wallet: {_first_line(error)}", file=sys.stderr)
         return 1

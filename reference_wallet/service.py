@@ -1,12 +1,20 @@
 """Process entry points: `serve` runs the HTTP API (and, by default, both projectors) on one
-event loop; `project` runs only the projectors, so a test can stop and restart them."""
+event loop; `project` runs only the projectors, so a test can stop and restart them. With
+`workers` > 1, `run_service` forks extra HTTP-only processes that share the port (SO_REUSEPORT),
+since one Python event loop is the first thing to saturate."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import logging
+import os
 import signal
-from dataclasses import dataclass
+import socket
+import sys
+import time
+from dataclasses import dataclass, replace
 
 import asyncpg
 from aiohttp import web
@@ -19,6 +27,9 @@ from .projectors import build_projectors, listen_for_outbox
 
 log = logging.getLogger("reference_wallet")
 
+WORKER_STOP_SECONDS = 10.0
+_PR_SET_PDEATHSIG = 1
+
 
 @dataclass
 class ServeOptions:
@@ -28,7 +39,8 @@ class ServeOptions:
     faults: Faults | None = None
     projectors: list[str] | None = None  # None: both; []: none
     access_log: bool = False
-    pool_size: int = 16
+    pool_size: int = 16  # per process
+    workers: int = 1  # HTTP processes sharing the port; the projectors run in the first only
 
 
 async def open_pool(dsn: str, size: int) -> asyncpg.Pool:
@@ -38,7 +50,15 @@ async def open_pool(dsn: str, size: int) -> asyncpg.Pool:
         max_size=size,
         # JIT compilation costs more than these short statements ever gain from it.
         server_settings={"jit": "off", "application_name": "reference_wallet"},
+        reset=_keep_session,
     )
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Release a connection to the pool without asyncpg's default reset query (advisory unlock,
+    CLOSE ALL, UNLISTEN, RESET ALL): one round trip saved per request. Safe because nothing here
+    leaves session state behind: locks are transaction-scoped, settings are given at connect
+    time, LISTEN has its own connection; asyncpg still rolls back an open transaction."""
 
 
 def _stop_on_signals(stopping: asyncio.Event) -> None:
@@ -57,7 +77,15 @@ async def _run_projectors(
     return tasks
 
 
-async def serve(options: ServeOptions) -> None:
+async def serve(
+    options: ServeOptions,
+    *,
+    listener: socket.socket | None = None,
+    workers: list[int] | None = None,
+    worker_index: int = 0,
+) -> int:
+    """Serve until SIGINT/SIGTERM; the exit code. `listener`: a bound socket to serve on instead
+    of binding host:port; `workers`: pids of forked HTTP workers this process stops with itself."""
     faults = options.faults or Faults()
     stopping = asyncio.Event()
     _stop_on_signals(stopping)
@@ -65,25 +93,164 @@ async def serve(options: ServeOptions) -> None:
     app = build_app(pool, WalletCommands(pool, faults), IdempotencyKeys(pool, faults))
     runner = web.AppRunner(app, access_log=log if options.access_log else None)
     await runner.setup()
-    site = web.TCPSite(runner, options.host, options.port, backlog=1024)
+    if listener is None:
+        site = web.TCPSite(runner, options.host, options.port, backlog=1024)
+    else:
+        site = web.SockSite(runner, listener, backlog=1024)
     await site.start()
     names = list(CONSUMERS) if options.projectors is None else options.projectors
     tasks = await _run_projectors(options.dsn, pool, faults, names, stopping)
-    port = runner.addresses[0][1]
-    active = ", ".join(f"{k}={v}" for k, v in faults.rates.items() if v) or "none"
-    print(
-        f"reference_wallet: serving http://{options.host}:{port} on {redact_dsn(options.dsn)};"
-        f" projectors: {', '.join(names) or 'none'}; faults: {active}",
-        flush=True,
-    )
+    lost_worker: list[str] = []
+    if workers:
+        tasks.append(asyncio.create_task(_watch_workers(workers, stopping, lost_worker)))
+    if worker_index == 0:
+        port = runner.addresses[0][1]
+        active = ", ".join(f"{k}={v}" for k, v in faults.rates.items() if v) or "none"
+        processes = f"; workers: {options.workers}" if options.workers > 1 else ""
+        print(
+            f"reference_wallet: serving http://{options.host}:{port} on {redact_dsn(options.dsn)};"
+            f" projectors: {', '.join(names) or 'none'}; faults: {active}{processes}",
+            flush=True,
+        )
     try:
         await stopping.wait()
     finally:
+        _signal_workers(workers or [], signal.SIGTERM)  # they drain while this one does
         await runner.cleanup()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await pool.close()
+        if workers:
+            await _reap_workers(workers)
+    if lost_worker:
+        print(f"reference_wallet: {lost_worker[0]}; stopped", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+def run_service(options: ServeOptions) -> int:
+    """Run the service in the foreground until SIGINT/SIGTERM; the exit code.
+
+    With workers > 1 this process binds the port with SO_REUSEPORT, forks workers - 1 HTTP-only
+    processes that bind it too (the kernel spreads connections over them), serves as well and
+    runs the projectors. It stops its workers when it stops, fails as a whole when one dies, and
+    its workers follow it if it is killed outright.
+    """
+    import uvloop
+
+    if options.workers <= 1:
+        return uvloop.run(serve(options))
+    listener = _reuse_port_socket(options.host, options.port)
+    options = replace(options, port=listener.getsockname()[1])
+    parent = os.getpid()
+    workers: list[int] = []
+    try:
+        for index in range(1, options.workers):
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child never returns from here
+                code = 1
+                try:
+                    listener.close()
+                    code = _run_worker(options, index, parent)
+                finally:
+                    os._exit(code)
+            workers.append(pid)
+        return uvloop.run(serve(options, listener=listener, workers=workers))
+    except BaseException:
+        _signal_workers(workers, signal.SIGTERM)  # those not reaped yet: serve failed to start
+        raise
+
+
+def _run_worker(options: ServeOptions, index: int, parent: int) -> int:
+    """A forked HTTP worker: no projectors, its own pool and fault draws; exits with its parent."""
+    import uvloop
+
+    code = 1
+    try:
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            return 0
+        faults = options.faults or Faults()
+        seed = None if faults.seed is None else faults.seed + index
+        worker = replace(options, projectors=[], faults=Faults(dict(faults.rates), seed))
+        listener = _reuse_port_socket(options.host, options.port)
+        code = uvloop.run(serve(worker, listener=listener, worker_index=index))
+    except KeyboardInterrupt:
+        code = 0
+    except BaseException:
+        log.exception("worker %d failed", index)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    return code
+
+
+def _reuse_port_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port with SO_REUSEPORT, not yet listening. The port is first bound
+    without SO_REUSEPORT, so that a port already in use is an error, not a shared port."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(address)
+        address = probe.getsockname()
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+    except BaseException:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+async def _watch_workers(workers: list[int], stopping: asyncio.Event, lost: list[str]) -> None:
+    """Stop the whole service if a worker exits on its own: half a service would skew a run."""
+    while not stopping.is_set():
+        for pid in workers:
+            with contextlib.suppress(ChildProcessError):
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    workers.remove(pid)
+                    lost.append(
+                        f"worker {pid} exited with status {os.waitstatus_to_exitcode(status)}"
+                    )
+                    stopping.set()
+                    return
+        await asyncio.sleep(0.5)
+
+
+def _signal_workers(workers: list[int], sig: signal.Signals) -> None:
+    for pid in workers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+async def _reap_workers(workers: list[int]) -> None:
+    """Wait for the workers to exit after SIGTERM, SIGKILL those still there after a while; each
+    is removed from `workers` once reaped, so that its pid is never signalled again."""
+    deadline = time.monotonic() + WORKER_STOP_SECONDS
+    while workers:
+        for pid in list(workers):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                workers.remove(pid)
+        if workers and time.monotonic() > deadline:
+            _signal_workers(workers, signal.SIGKILL)
+            for pid in list(workers):
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
+                workers.remove(pid)
+        if workers:
+            await asyncio.sleep(0.05)
 
 
 async def project(dsn: str, faults: Faults, names: list[str]) -> None:
