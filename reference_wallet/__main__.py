@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+from .cli import OneLineArgumentParser
 from .commands import CONSUMERS
 from .faults import FAULTS, FaultSpecError, parse_faults
 
@@ -69,7 +70,7 @@ def _positive(text: str) -> int:
 
 def build_parser(command: str) -> argparse.ArgumentParser:
     if command == "project":
-        parser = argparse.ArgumentParser(
+        parser = OneLineArgumentParser(
             prog="python -m reference_wallet project",
             description="Run the outbox projectors on their own, without the HTTP API.",
         )
@@ -81,7 +82,7 @@ def build_parser(command: str) -> argparse.ArgumentParser:
             help="which projectors to run (default: both)",
         )
         return parser
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         prog="python -m reference_wallet",
         description="The reference Wallex service on PostgreSQL (embedded by default).",
         epilog="Subcommand 'project' runs only the projectors; see 'project --help'.",

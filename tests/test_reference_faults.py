@@ -57,11 +57,6 @@ def test_fault_switch_produces_its_inconsistency_and_nothing_else(
     assert violated_kinds(violations) == FAULT_SYMPTOMS[fault], describe(violations)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reference_wallet/__main__.py reports a bad --faults with parser.error, which prints"
-    " the usage too; remove this marker once it prints the one error line",
-)
 def test_an_unknown_fault_exits_2_with_one_line_and_no_traceback():
     result = subprocess.run(
         [sys.executable, "-m", "reference_wallet", "--faults", "bogus"],

@@ -8,6 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from reference_wallet.cli import OneLineArgumentParser
 from reference_wallet.postgres import redact_dsn
 
 from .consistency import CheckError, Schema, SchemaError, run_check
@@ -16,7 +17,7 @@ from .target import embedded_dsn
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         prog="python -m wallet_users.check",
         description="Check a past run's wallets in the service's PostgreSQL against its run record.",
     )

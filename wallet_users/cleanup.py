@@ -4,7 +4,6 @@ touches a row outside the suite's own id prefix."""
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 from datetime import timedelta
@@ -12,6 +11,7 @@ from datetime import timedelta
 import psycopg
 from psycopg import conninfo, sql
 
+from reference_wallet.cli import OneLineArgumentParser
 from reference_wallet.postgres import redact_dsn
 
 from .consistency.reading import BAD_DSN
@@ -75,7 +75,7 @@ def plan(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         prog="python -m wallet_users.cleanup", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument(
