@@ -11,6 +11,7 @@ upper bound (a credit). Nothing here does I/O.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -105,11 +106,11 @@ class WalletPool:
         if amount <= 0:
             raise ValueError(f"amount must be positive, not {amount}")
         if wallet_id is not None:
-            candidates = [wallet_id]
+            candidates: Iterable[str] = (wallet_id,)
         else:
-            candidates = (
-                [self.rng.choice(self._ids) for _ in range(self.sample_tries)] if self._ids else []
-            )
+            # drawn lazily: the first candidate usually covers the amount
+            ids, choice = self._ids, self.rng.choice
+            candidates = (choice(ids) for _ in range(self.sample_tries)) if ids else ()
         for candidate in candidates:
             wallet = self._wallets[candidate]
             if wallet.spendable >= amount:

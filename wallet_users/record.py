@@ -134,16 +134,23 @@ class RunRecord:
         to_wallet_id: str | None = None,
         refused_for_funds: bool = False,
     ) -> None:
-        """Replace an operation_sent booking with the outcome its answer gave."""
-        self._book(kind, INDETERMINATE, wallet_id, amount, to_wallet_id, -1)
-        self.operation(
-            kind,
-            outcome,
-            wallet_id,
-            amount,
-            to_wallet_id=to_wallet_id,
-            refused_for_funds=refused_for_funds,
-        )
+        """Replace an operation_sent booking with the outcome its answer gave: in one pass over
+        the legs, since every request of a run comes through here."""
+        if outcome == INDETERMINATE:
+            return  # it stays booked as operation_sent left it
+        self.operations[INDETERMINATE] -= 1
+        self.operations[outcome] += 1
+        for leg, leg_wallet in _legs(kind, wallet_id, to_wallet_id):
+            tally = self.tally(leg_wallet)
+            tally.maybe_sum[leg] -= amount
+            tally.maybe_count[leg] -= 1
+            if outcome == OK:
+                tally.ok_sum[leg] += amount
+                tally.ok_count[leg] += 1
+        if outcome == REJECTED:
+            tally = self.tally(wallet_id)
+            tally.rejected += 1
+            tally.refused_for_funds += int(refused_for_funds)
 
     def _book(
         self,
@@ -155,12 +162,7 @@ class RunRecord:
         sign: int,
     ) -> None:
         self.operations[outcome] += sign
-        legs = (
-            [("transfer_out", wallet_id), ("transfer_in", to_wallet_id)]
-            if kind == "transfer"
-            else [(kind, wallet_id)]
-        )
-        for leg, leg_wallet in legs:
+        for leg, leg_wallet in _legs(kind, wallet_id, to_wallet_id):
             tally = self.tally(leg_wallet)
             if outcome == OK:
                 tally.ok_sum[leg] += sign * amount
@@ -233,6 +235,13 @@ class RunRecord:
     @classmethod
     def load(cls, path: Path) -> RunRecord:
         return cls.from_dict(json.loads(path.read_text()))
+
+
+def _legs(kind: str, wallet_id: str, to_wallet_id: str | None) -> list[tuple[str, str | None]]:
+    """The per-wallet kinds an operation books: a transfer is out of one wallet, into another."""
+    if kind == "transfer":
+        return [("transfer_out", wallet_id), ("transfer_in", to_wallet_id)]
+    return [(kind, wallet_id)]
 
 
 _MONEY_FIELDS = {"initial_balance"}
