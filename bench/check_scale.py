@@ -277,6 +277,46 @@ class CpuSpent:
         return found
 
 
+# The check's queries, in the order read_facts runs them (backlog is wait_for_drain's poll).
+QUERIES = (
+    "backlog",
+    "_write_side",
+    "_read_model",
+    "_ledger",
+    "_duplicate_references",
+    "_duplicate_event_entries",
+    "_transfer_imbalances",
+    "_outbox",
+    "_lag",
+)
+
+
+def per_query(dsn: str, record: RunRecord) -> dict[str, tuple[float, float]]:
+    """Each of the check's queries alone: (wall seconds, CPU seconds of the session's backend),
+    with parallel query off so that the backend's CPU is the whole query's. For finding the slow
+    one; the parts of wallet_users.consistency.reading it calls are private and may change."""
+    from wallet_users.consistency import reading
+    from wallet_users.consistency.checker import wallets_in_scope
+    from wallet_users.consistency.schema import CONSUMERS, Schema
+
+    ids = wallets_in_scope(record)
+    schema = Schema()
+    params = {"ids": ids, "consumers": list(CONSUMERS)}
+    timings = {}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SET max_parallel_workers_per_gather = 0")
+        conn.execute(f"SET work_mem = '{reading.WORK_MEM}'")
+        backend = psutil.Process(conn.execute("SELECT pg_backend_pid()").fetchone()[0])
+        for name in QUERIES:
+            cpu0, started = sum(backend.cpu_times()[:2]), time.perf_counter()
+            if name == "backlog":
+                reading.backlog(conn, schema, ids)
+            else:
+                getattr(reading, name)(conn, schema, params)
+            timings[name] = (time.perf_counter() - started, sum(backend.cpu_times()[:2]) - cpu0)
+    return timings
+
+
 # --- the server ----------------------------------------------------------------------------------
 
 
@@ -319,6 +359,11 @@ def main(argv: list[str] | None = None) -> int:
         help=f"ledger entries per wallet, 1..{MAX_ENTRIES} (default 10: 1,000,000 entries)",
     )
     parser.add_argument("--repeats", type=int, default=3, help="checks and scans (default 3)")
+    parser.add_argument(
+        "--per-query",
+        action="store_true",
+        help="also time each of the check's queries alone (parallel query off)",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
     if not 1 <= args.entries_per_wallet <= MAX_ENTRIES:
@@ -331,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     checks: list[dict[str, Any]] = []
     scans: list[float] = []
     scan_cpu: list[float] = []
+    queries: dict[str, tuple[float, float]] = {}
     parent = Path(tempfile.mkdtemp(prefix="check-scale-"))
     try:
         with throwaway_postgres(parent) as (dsn, postmaster_pid):
@@ -372,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
                     problems.append(
                         f"verdict {report.status}: {checks[-1]['violations']} first {checks[-1]['first']}"
                     )
+            if args.per_query:
+                queries = per_query(dsn, record)
     except (psycopg.Error, OSError, RuntimeError) as error:
         problems.append(f"{type(error).__name__}: {error}")
         counts, steps, generation_s, record_s = {}, {}, 0.0, 0.0
@@ -412,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         "target_s": TARGET_SECONDS,
         "met": bool(checks) and not problems and check_s["median"] < TARGET_SECONDS,
         "checks": checks,
+        "per_query_s": {name: {"wall": w, "backend_cpu": c} for name, (w, c) in queries.items()},
     }
     if args.json:
         print(json.dumps(result, indent=2, default=str))
@@ -455,6 +504,10 @@ def main(argv: list[str] | None = None) -> int:
             f" {spent['max']:.2f}): checker {client:.2f} s, PostgreSQL {server:.2f} s;"
             f" {ratio['median']:.0f}x the scan's {result['scan_cpu_s']['median']:.2f} CPU-s"
         )
+        if queries:
+            print("  each query alone (wall / backend CPU, parallel query off):")
+            for name, (wall, spent) in sorted(queries.items(), key=lambda q: -q[1][1]):
+                print(f"    {name.strip('_'):<26} {wall:6.2f} s / {spent:5.2f} s")
         loads = ", ".join(f"{load:.1f}" for load in result["load_average"])
         print(f"  load average     {loads} (1 min, at each check's start; {os.cpu_count()} cores)")
     return 1 if problems else 0
