@@ -5,12 +5,13 @@ and the run record. The user classes only choose which operation to call."""
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from .options import AmountRange, idempotency_key
+from .options import AmountRange, idempotency_keys
 from .pool import Reservation, WalletPool
 from .record import INDETERMINATE, OK, REJECTED, RunRecord
 
@@ -37,7 +38,7 @@ def snapshots_of(body: Any) -> list[dict]:
     return [body] if "id" in body and "balance" in body else []
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class InDoubt:
     """An operation sent but not definitely answered: what it takes to re-send it."""
 
@@ -50,7 +51,7 @@ class InDoubt:
     to_wallet_id: str | None
 
 
-@dataclass
+@dataclass(slots=True)
 class Answer:
     status: int | None
     text: str
@@ -77,6 +78,7 @@ class WalletOperations:
         self.record = record
         self.rng = rng
         self.run_id = run_id
+        self.next_key = idempotency_keys(run_id)
         self.replay_ratio = replay_ratio
         self.expect_refusals = expect_refusals
         # shared by the process's users: operations in flight or indeterminate, by key
@@ -132,7 +134,7 @@ class WalletOperations:
             amount,
             to_id,
         )
-        key = idempotency_key(self.run_id)
+        key = self.next_key()
         self.record.operation_sent(kind, wallet_id, amount, to_id)
         self.in_doubt[key] = op
         answer = self._send(op.path, op.name, body, key)
@@ -173,13 +175,15 @@ class WalletOperations:
             path, json=body, headers={"Idempotency-Key": key}, name=name, catch_response=True
         ) as response:
             status = response.status_code or None
-            text = response.text or ""
+            content = response.content or b""
             try:
-                parsed = response.json() if text else None
+                parsed = json.loads(content) if content else None
             except ValueError:
                 parsed = None
-            answer = Answer(status, text, parsed)
             outcome = outcome_of(status)
+            # decoded only when a message needs it (Locust's .text decodes on every access)
+            text = "" if outcome == OK else content.decode("utf-8", "replace")
+            answer = Answer(status, text, parsed)
             if replay:
                 if outcome == INDETERMINATE:
                     response.failure(f"replay got no answer ({status or 'none'}): {text[:120]}")

@@ -5,9 +5,12 @@ files, as LOCUST_* environment variables and in the web UI's start form) and val
 from __future__ import annotations
 
 import argparse
+import itertools
+import random
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -296,6 +299,14 @@ def run_regex(run_id: str) -> str:
 def idempotency_key(run_id: str) -> str:
     """A fresh key, under the suite's prefix and the run id, so cleanup can find it."""
     return f"{ID_PREFIX}{run_id}-{uuid.uuid4().hex}"
+
+
+def idempotency_keys(run_id: str) -> Callable[[], str]:
+    """Keys for the hot path, shaped like idempotency_key's (32 hex digits after the run id) but
+    cheaper: a random 64-bit salt per source, then a counter; no system call per key."""
+    prefix = f"{ID_PREFIX}{run_id}-{random.getrandbits(64):016x}"
+    counter = itertools.count()
+    return lambda: f"{prefix}{next(counter):016x}"
 
 
 def money(value: int) -> Decimal:

@@ -22,6 +22,8 @@ def to_money(value: object) -> Decimal:
     """A balance or amount from JSON (number or numeric string, as TypeORM returns) as Decimal."""
     if isinstance(value, Decimal):
         return value
+    if type(value) is int:  # the common case on the hot path: no detour through str
+        return Decimal(value)
     if isinstance(value, bool) or value is None:
         raise ValueError(f"not a money value: {value!r}")
     return Decimal(str(value))
@@ -51,7 +53,7 @@ class PooledWallet:
         return self.balance + self.uncertain_credits
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Reservation:
     """Money set aside on one wallet for one debit or outgoing transfer in flight."""
 
