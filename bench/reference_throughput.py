@@ -45,7 +45,7 @@ TARGET_RATIO = 0.25
 TARGET_P95_MS = 50.0
 TARGET_LAG_P99_MS = 250.0
 DRAIN_TIMEOUT = 60.0
-NOISY_OTHER_CORES = 0.4  # the run's own kernel work (loopback, fsync) is about 0.2-0.3
+NOISY_OTHER_CORES = 0.4  # a quiet run shows 0.03-0.06: the run's own unattributed kernel work
 
 
 # --- the embedded PostgreSQL and pgbench -------------------------------------------------------
