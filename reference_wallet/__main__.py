@@ -135,8 +135,20 @@ def main(argv: list[str] | None = None) -> int:
     except FaultSpecError as error:
         parser.error(str(error))
 
+    from psycopg import conninfo
+
     from .postgres import apply_schema, redact_dsn, resolve_dsn
 
+    if args.pg_dsn:
+        try:
+            conninfo.conninfo_to_dict(args.pg_dsn)
+        except Exception:  # libpq's message quotes the fragment it choked on: maybe the password
+            print(
+                "reference_wallet: --pg-dsn is not a valid connection string"
+                " (key=value pairs or a postgresql:// URI)",
+                file=sys.stderr,
+            )
+            return 2
     try:
         dsn = resolve_dsn(args.pg_dsn, args.data_dir)
         apply_schema(dsn)

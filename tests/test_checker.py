@@ -481,3 +481,39 @@ def test_any_history_a_correct_service_could_have_produced_is_valid(initial, ope
             getattr(scenario, kind)(wallets[source], amount, outcome, applied)
     report = check_consistency(scenario.record, scenario.facts())
     assert report.valid is True, report.to_dict()["summary"]
+
+
+def test_ledger_entries_in_an_unknowable_order_skip_the_chain_but_not_the_sum():
+    """The real service keeps no event version: entries sharing a createdAt have no order, so
+    their chain and 'last' balanceAfter are guesses, reported as skipped, never as violations."""
+    from decimal import Decimal
+
+    from wallet_users.consistency.checker import check_consistency
+    from wallet_users.consistency.facts import Facts, LedgerSummary, WriteSide
+    from wallet_users.record import RunRecord
+
+    record = RunRecord("r1")
+    record.wallet_created("lt-r1-w000000", "ok", Decimal(100))
+    record.operation("credit", "ok", "lt-r1-w000000", Decimal(50))
+    ledger = LedgerSummary(
+        entries=2,
+        signed_sum=Decimal(150),
+        last_after=Decimal(100),  # the tie put the initial credit last
+        first_before=Decimal(100),
+        lowest=Decimal(0),
+        chain_breaks=1,
+        first_break=("e1", Decimal(0), Decimal(150)),
+        ambiguous_order=2,
+    )
+    facts = Facts(
+        write_side={"lt-r1-w000000": WriteSide(Decimal(150), 2)},
+        read_model={"lt-r1-w000000": Decimal(150)},
+        ledger={"lt-r1-w000000": ledger},
+    )
+    report = check_consistency(record, facts)
+    assert report.violations == {}, report.violations
+    assert "ledger order" in report.skipped
+    # the sum still counts: a wrong one is still found
+    ledger.signed_sum = Decimal(140)
+    report = check_consistency(record, facts)
+    assert set(report.violations) == {"ledger_sum_mismatch"}

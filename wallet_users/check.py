@@ -5,6 +5,7 @@ Exit codes: 0 consistent, 1 violations found, 2 bad usage or the check could not
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -14,6 +15,13 @@ from reference_wallet.postgres import redact_dsn
 from .consistency import CheckError, Schema, SchemaError, run_check
 from .record import RunRecord
 from .target import embedded_dsn
+
+
+def seconds(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(text)
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--settle-timeout",
-        type=float,
+        type=seconds,
         default=10.0,
         help="seconds to wait for the projectors (default 10)",
     )

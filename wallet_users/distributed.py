@@ -101,8 +101,12 @@ class Coordinator:
         )
 
     def received(self, client_id: str, data: dict[str, Any]) -> None:
-        report = self.reports[client_id] = WorkerReport.from_message(data)
         shard = self.shards.get(client_id)
+        report = WorkerReport.from_message(data)
+        if shard is None or report.record.run_id != shard.run_id:
+            log.warning("ignoring a record from worker %s: not part of this run", client_id)
+            return
+        self.reports[client_id] = report
         ops = report.record.operations
         log.info(
             "worker %s (%s) reported: %d/%d wallets created; operations %d ok, %d rejected,"

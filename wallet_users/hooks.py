@@ -94,9 +94,11 @@ def _on_init(environment: Any, **_: Any) -> None:
         runner.register_message(PLAN, _on_plan)
         runner.register_message(FINISH, _on_finish)
         # the master's options arrive with its spawn message; until then, the defaults
-        apply_weights(
-            environment, suite_options.parse(environment.parsed_options).weights, drop_empty=False
-        )
+        try:
+            worker_opts = suite_options.parse(environment.parsed_options)
+        except UsageError as error:
+            usage_error(str(error))
+        apply_weights(environment, worker_opts.weights, drop_empty=False)
         return  # workers take their options and host from the master
     if isinstance(runner, MasterRunner):
         runner.register_message(RECORD, _on_record)
@@ -121,6 +123,11 @@ def _on_init(environment: Any, **_: Any) -> None:
             )
         _hide_dsn_password(environment)
         return
+    if opts.pg_dsn:
+        usage_error(
+            "--pg-dsn without --host: the load would go to the embedded target but the check"
+            " would read another database; name the --host that uses this database"
+        )
     try:
         SESSION.target = EmbeddedTarget.start()
     except Exception as error:
@@ -128,8 +135,7 @@ def _on_init(environment: Any, **_: Any) -> None:
         sys.exit(1)
     atexit.register(SESSION.target.stop)
     environment.host = SESSION.target.url
-    if not opts.pg_dsn:
-        environment.parsed_options.pg_dsn = SESSION.target.dsn
+    environment.parsed_options.pg_dsn = SESSION.target.dsn
     if str(getattr(environment.parsed_options, "resolve_indeterminate", "auto")).lower() == "auto":
         environment.parsed_options.resolve_indeterminate = "yes"  # the reference honours keys
 
@@ -148,6 +154,21 @@ def _real_dsn(opts: SuiteOptions) -> SuiteOptions:
     if SESSION.pg_dsn and opts.pg_dsn == redact_dsn(SESSION.pg_dsn):
         return dataclasses.replace(opts, pg_dsn=SESSION.pg_dsn)
     return opts
+
+
+def _away_from_embedded(environment: Any, opts: SuiteOptions) -> SuiteOptions:
+    """The web UI's form can point a test elsewhere than the embedded target: then its database
+    is not the target's (the check says 'not checked' unless a DSN was typed) and re-sending
+    in-doubt operations is off (the real Wallex ignores keys on credit/debit/transfer)."""
+    target = SESSION.target
+    if target is None or (environment.host or "").rstrip("/") == target.url:
+        return opts
+    log.warning(
+        "wallet suite: the host is not the embedded target: in-doubt operations are not re-sent"
+    )
+    environment.parsed_options.resolve_indeterminate = "no"  # for workers too
+    dsn = None if opts.pg_dsn == target.dsn else opts.pg_dsn
+    return dataclasses.replace(opts, pg_dsn=dsn, resolve_indeterminate=False)
 
 
 def apply_weights(environment: Any, weights: dict[str, int], *, drop_empty: bool = True) -> None:
@@ -185,12 +206,14 @@ def _selected(task: Any, tags: set[str] | None, excluded: set[str] | None) -> bo
 @events.test_start.add_listener
 def _on_test_start(environment: Any, **_: Any) -> None:
     runner = environment.runner
+    set_suite_run(environment, None)  # nothing of an earlier test in this process is reused
     try:
         opts = _real_dsn(suite_options.parse(environment.parsed_options))
     except UsageError as error:  # the web UI's form can change options between tests
         log.error("wallet suite: %s", error)
         gevent.spawn(runner.stop)
         return
+    opts = _away_from_embedded(environment, opts)
     SESSION.started = time.time()
     SESSION.notes = []
     if isinstance(runner, MasterRunner):
@@ -263,7 +286,9 @@ def _seed(environment: Any, run: SuiteRun) -> None:
         )
         log.error("wallet suite: %s: stopping the run", message)
         SESSION.notes.append(f"stopped: {message}")
-        if not isinstance(environment.runner, WorkerRunner):
+        if environment.web_ui is not None:
+            gevent.spawn(environment.runner.stop)  # the UI stays up for the next test
+        elif not isinstance(environment.runner, WorkerRunner):
             environment.process_exit_code = 1
             gevent.spawn(environment.runner.quit)
     run.ready = True
@@ -301,6 +326,7 @@ def _on_test_stopping(environment: Any, **_: Any) -> None:
 def _on_test_stop(environment: Any, **_: Any) -> None:
     runner = environment.runner
     SESSION.generator.stop()
+    gc.unfreeze()  # what test_start froze may be garbage by the next test in the web UI
     run = getattr(environment, "wallet_suite_run", None)
     if run is not None and not isinstance(runner, MasterRunner):
         _resolve(environment, run)
@@ -350,7 +376,10 @@ def _resolve(environment: Any, run: SuiteRun) -> None:
         network_timeout=run.options.request_timeout,
         connection_timeout=run.options.request_timeout,
     )
-    resolved, left = resolve_in_doubt(client, run.in_doubt, run.record, pause=gevent.sleep)
+    # bounded: a worker's master waits RECORD_WAIT_SECONDS for the record that follows
+    resolved, left = resolve_in_doubt(
+        client, run.in_doubt, run.record, pause=gevent.sleep, deadline_s=RECORD_WAIT_SECONDS / 2
+    )
     log.info(
         "re-sent in-doubt operations with their keys: %d resolved, %d still in doubt",
         resolved,
@@ -401,11 +430,26 @@ def finish(
     outcome.thresholds = judge(record, options, outcome.p95_ms)
     report_dir = Path(options.report_dir) / options.run_id
     outcome.record_path = report_dir / "run-record.json"
-    record.save(outcome.record_path)
+    saved = _save("the run record", outcome.record_path, record.save)
     outcome.consistency, outcome.check_failed = check(record, options)
     outcome.consistency_path = Path(options.consistency_report or report_dir / "consistency.json")
-    outcome.consistency.save(outcome.consistency_path)
+    saved &= _save("the consistency report", outcome.consistency_path, outcome.consistency.save)
+    outcome.check_failed |= not saved
     return outcome
+
+
+def _save(what: str, path: Path, save: Any) -> bool:
+    """Write a report; a path that cannot be written is one line (and exit code 2), never a
+    traceback that would swallow the verdict."""
+    try:
+        save(path)
+        return True
+    except OSError as error:
+        print(
+            f"wallet suite: cannot write {what} to {path}: {error.strerror or error}",
+            file=sys.stderr,
+        )
+        return False
 
 
 def check(record: RunRecord, opts: SuiteOptions) -> tuple[ConsistencyReport, bool]:

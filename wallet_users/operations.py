@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -241,6 +242,7 @@ def resolve_in_doubt(
     *,
     tries: int = 3,
     pause: Any = None,
+    deadline_s: float = 15.0,
 ) -> tuple[int, int]:
     """Re-send each in-doubt operation with its own Idempotency-Key, to learn its fate from a
     target that honours keys on every POST (the reference does; the real Wallex does not on
@@ -248,7 +250,10 @@ def resolve_in_doubt(
     once, a 4xx that it never did; a 409 while the first is still in flight, or no answer, stays
     in doubt. Returns (resolved, still in doubt)."""
     resolved = 0
+    deadline = time.monotonic() + deadline_s
     for key, op in list(in_doubt.items()):
+        if time.monotonic() > deadline:
+            break  # the rest stay in doubt: checked as ranges
         for attempt in range(tries):
             with client.post(
                 op.path,

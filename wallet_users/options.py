@@ -203,8 +203,8 @@ def _number(value: Any, name: str, kind: type, low: float | None = None, high: f
         raise UsageError(
             f"--{name}: {value!r} is not a {'whole ' if kind is int else ''}number"
         ) from None
-    if number != number:  # NaN: every comparison below would let it through
-        raise UsageError(f"--{name}: {value!r} is not a number")
+    if number != number or number in (float("inf"), float("-inf")):  # NaN passes any comparison
+        raise UsageError(f"--{name}: {value!r} is not a finite number")
     if low is not None and number < low:
         raise UsageError(f"--{name}: {number} is below {low}")
     if high is not None and number > high:

@@ -128,7 +128,9 @@ def mutation_p95(stats: Any) -> float | None:
     """p95 over the credit/debit/transfer requests only (not seeding, reads or replays)."""
     merged = StatsEntry(stats, "mutations", "POST")
     for entry in stats.entries.values():
-        if entry.name.startswith(MUTATION_PREFIX) and not entry.name.endswith("(replay)"):
+        if entry.name.startswith(MUTATION_PREFIX) and not entry.name.endswith(
+            ("(replay)", "(resolve)")
+        ):
             merged.extend(entry)
     return merged.get_response_time_percentile(0.95) if merged.num_requests else None
 

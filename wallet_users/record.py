@@ -63,10 +63,11 @@ class WalletTally:
     def merge(self, other: WalletTally) -> None:
         # Shared hot wallets are created by one worker and refused (409) to the others:
         # the merged creation is the most that happened.
+        # Its initial balance is the creator's: without --seed each worker planned its own.
         rank = {OK: 2, INDETERMINATE: 1, REJECTED: 0}
         if rank[other.created] > rank[self.created]:
             self.created = other.created
-        self.initial_balance = max(self.initial_balance, other.initial_balance)
+            self.initial_balance = other.initial_balance
         for kind in KINDS:
             self.ok_sum[kind] += other.ok_sum[kind]
             self.ok_count[kind] += other.ok_count[kind]

@@ -111,6 +111,8 @@ def seed(
         outcome, body = create_wallet(client, plan, key)
         if outcome == INDETERMINATE:
             outcome, body = create_wallet(client, plan, key)  # same key: at most one effect
+            if outcome == REJECTED:
+                outcome = INDETERMINATE  # a 409: the first may still be in flight, or done
         record.wallet_created(plan.wallet_id, outcome, plan.initial_balance)
         if outcome == OK:
             balance = plan.initial_balance

@@ -21,7 +21,7 @@ from .operations import WalletOperations, outcome_of
 from .options import idempotency_key, wallet_id
 from .pool import WalletPool
 from .record import OK
-from .run import SuiteRun, suite_run
+from .run import SuiteRun
 from .seeding import WalletPlan, create_wallet
 
 TASK_KINDS = ("credit", "debit", "transfer")
@@ -39,7 +39,9 @@ class WalletBehaviour:
         return run.wallets
 
     def on_start(self) -> None:
-        run = suite_run(self.environment)
+        run = getattr(self.environment, "wallet_suite_run", None)
+        if run is None or not run.ready:
+            raise StopUser()  # this test has no run (bad options in the web UI's form)
         self.run = run
         pool = self.wallet_pool(run)
         self.ops = WalletOperations(
@@ -102,9 +104,9 @@ class ReadYourWritesUser(FastHttpUser):
     poll_interval = 0.01
 
     def on_start(self) -> None:
-        run = suite_run(self.environment)
-        if not run.ready:
-            raise StopUser()  # a worker with no shard in this test
+        run = getattr(self.environment, "wallet_suite_run", None)
+        if run is None or not run.ready:
+            raise StopUser()  # no run in this test, or a worker with no shard in it
         self.run = run
         self.pool = type(run.wallets)(run.user_rng())
         self.ops = WalletOperations(

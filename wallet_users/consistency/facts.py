@@ -25,6 +25,8 @@ class LedgerSummary:
     # the first chain break, for the report: entry id, its balanceBefore, the previous balanceAfter
     first_break: tuple[str, Decimal, Decimal] | None = None
     first_arithmetic: tuple[str, Decimal, Decimal, Decimal] | None = None
+    # entries with no eventVersion sharing a createdAt: their order, so the chain, is unknown
+    ambiguous_order: int = 0
 
 
 @dataclass

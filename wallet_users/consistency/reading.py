@@ -224,7 +224,11 @@ def _ledger(conn, schema: Schema, params) -> dict[str, LedgerSummary]:
            {balanceAfter} AS after, {signed} AS signed,
            lag({balanceAfter}) OVER w AS prev_after,
            row_number() OVER w AS position,
-           lead(true) OVER w IS NULL AS is_last
+           lead(true) OVER w IS NULL AS is_last,
+           -- no event version and the same createdAt as a neighbour: the order is a guess
+           ({metadata} ->> 'eventVersion' IS NULL
+            AND ({createdAt} = lag({createdAt}) OVER w OR {createdAt} = lead({createdAt}) OVER w))
+               AS tied
       FROM {table} AS l JOIN run_wallets AS r ON r.id = {walletId}
     WINDOW w AS (PARTITION BY {walletId} ORDER BY {order})
 ), flagged AS (
@@ -239,12 +243,25 @@ SELECT wallet_id, count(*), sum(signed),
        (array_agg(ARRAY[entry_id, before::text, prev_after::text] ORDER BY position)
             FILTER (WHERE chain_break))[1:1],
        (array_agg(ARRAY[entry_id, before::text, signed::text, after::text] ORDER BY position)
-            FILTER (WHERE arithmetic_break))[1:1]
+            FILTER (WHERE arithmetic_break))[1:1],
+       count(*) FILTER (WHERE tied)
   FROM flagged GROUP BY wallet_id"""
     ).format(run=RUN_WALLETS, **c)
     summaries = {}
     for row in conn.execute(query, params):
-        wallet, n, total, last_after, first_before, lowest, chains, ariths, chain_ex, arith_ex = row
+        (
+            wallet,
+            n,
+            total,
+            last_after,
+            first_before,
+            lowest,
+            chains,
+            ariths,
+            chain_ex,
+            arith_ex,
+            tied,
+        ) = row
         summaries[wallet] = LedgerSummary(
             entries=n,
             signed_sum=total,
@@ -259,6 +276,7 @@ SELECT wallet_id, count(*), sum(signed),
             first_arithmetic=tuple([arith_ex[0][0], *map(Decimal, arith_ex[0][1:])])
             if arith_ex
             else None,
+            ambiguous_order=tied,
         )
     return summaries
 
