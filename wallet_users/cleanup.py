@@ -57,8 +57,13 @@ def plan(
     statements = []
     params = {"pattern": pattern, "age": older_than, "exact": exact}
     for table, column, stamp in TABLES:
-        if conn.execute("SELECT to_regclass(%s)", (f"public.{table}",)).fetchone()[0] is None:
-            continue
+        present = conn.execute(
+            "SELECT count(*) FROM information_schema.columns"
+            " WHERE table_schema = 'public' AND table_name = %s AND column_name = ANY(%s)",
+            (table, [column, stamp]),
+        ).fetchone()[0]
+        if present < 2:
+            continue  # no such table, or not the columns we know (the contract names few for holds)
         where = sql.SQL("{} LIKE %(pattern)s").format(sql.Identifier(column))
         if exact is not None:
             where = sql.SQL("{} AND {} ~ %(exact)s").format(where, sql.Identifier(column))

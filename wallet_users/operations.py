@@ -83,7 +83,7 @@ class WalletOperations:
         self.replay_ratio = replay_ratio
         self.expect_refusals = expect_refusals
         # shared by the process's users: operations in flight or indeterminate, by key
-        self.in_doubt = in_doubt if in_doubt is not None else {}
+        self.in_doubt = in_doubt  # None: nothing will be re-sent, so nothing is kept
 
     def amount(self, bounds: AmountRange) -> Decimal:
         return Decimal(self.rng.randint(bounds.low, bounds.high))
@@ -126,20 +126,13 @@ class WalletOperations:
     ) -> Answer:
         """Book the operation as in doubt, send it with a fresh Idempotency-Key, book its answer."""
         body = {"toWalletId": to_id, "amount": int(amount)} if to_id else {"amount": int(amount)}
-        op = InDoubt(
-            kind,
-            f"/wallets/{wallet_id}/{kind}",
-            f"/wallets/[id]/{kind}",
-            body,
-            wallet_id,
-            amount,
-            to_id,
-        )
+        path, name = f"/wallets/{wallet_id}/{kind}", f"/wallets/[id]/{kind}"
         key = self.next_key()
         self.record.operation_sent(kind, wallet_id, amount, to_id)
-        self.in_doubt[key] = op
-        answer = self._send(op.path, op.name, body, key)
-        if outcome_of(answer.status) != INDETERMINATE:
+        if self.in_doubt is not None:
+            self.in_doubt[key] = InDoubt(kind, path, name, body, wallet_id, amount, to_id)
+        answer = self._send(path, name, body, key)
+        if self.in_doubt is not None and outcome_of(answer.status) != INDETERMINATE:
             del self.in_doubt[key]
         self._book(kind, answer, wallet_id, amount, reservation, to_id)
         return answer

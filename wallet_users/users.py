@@ -52,7 +52,7 @@ class WalletBehaviour:
             run_id=run.options.run_id,
             replay_ratio=run.options.replay_ratio,
             expect_refusals=self.expect_refusals,
-            in_doubt=run.in_doubt,
+            in_doubt=run.in_doubt if run.options.resolve_indeterminate else None,
         )
         if not len(pool):
             raise StopUser()
@@ -115,7 +115,7 @@ class ReadYourWritesUser(FastHttpUser):
             run.record,
             run.user_rng(),
             run_id=run.options.run_id,
-            in_doubt=run.in_doubt,
+            in_doubt=run.in_doubt if run.options.resolve_indeterminate else None,
         )
         plan = WalletPlan(
             wallet_id(run.options.run_id, 0, f"r{uuid.uuid4().hex[:8]}-"),
