@@ -40,6 +40,7 @@ from locust_throughput import (
     CpuTimeline,
     locust_per_second,
     steady_window,
+    suite_load_args,
 )
 
 TARGET_RATIO = 1.8
@@ -103,21 +104,9 @@ def run_distributed(
         str(port),
         "--expect-workers",
         str(workers),
-        "--headless",
-        "--only-summary",
-        f"-u{args.users_per_worker * workers}",
-        f"-r{args.users_per_worker * workers}",
-        f"-t{args.seconds}s",
-        "--host",
-        server.url,
-        "--wallets",
-        str(args.wallets),
-        "--replay-ratio",
-        "0",
-        "--report-dir",
-        str(workdir / "reports"),
-        "--json-file",
-        str(stats),
+        *suite_load_args(
+            server.url, args.users_per_worker * workers, args.seconds, args.wallets, workdir, stats
+        ),
     ]
     worker_command = [
         str(LOCUST),

@@ -419,6 +419,29 @@ def requests_client(url: str, threads: int, seconds: float, keep_alive: bool) ->
     print(json.dumps({"per_second": {str(k): v for k, v in total.items()}, "errors": errors}))
 
 
+def suite_load_args(
+    url: str, users: int, seconds: float, wallets: int, workdir: Path, stats: Path
+) -> list[str]:
+    """The suite's headless options shared by the benches: no replays, reports and stats in workdir."""
+    return [
+        "--headless",
+        "--only-summary",
+        f"-u{users}",
+        f"-r{users}",
+        f"-t{seconds}s",
+        "--host",
+        url,
+        "--wallets",
+        str(wallets),
+        "--replay-ratio",
+        "0",
+        "--report-dir",
+        str(workdir / "reports"),
+        "--json-file",
+        str(stats),
+    ]
+
+
 def measure_suite(args, server: CannedServer, workdir: Path, index: int) -> Measurement:
     stats = workdir / f"suite-{index}"
     command = [
@@ -426,21 +449,7 @@ def measure_suite(args, server: CannedServer, workdir: Path, index: int) -> Meas
         "-f",
         "locustfile.py",
         "WalletUser",
-        "--headless",
-        "--only-summary",
-        f"-u{args.users}",
-        f"-r{args.users}",
-        f"-t{args.seconds}s",
-        "--host",
-        server.url,
-        "--wallets",
-        str(args.wallets),
-        "--replay-ratio",
-        "0",
-        "--report-dir",
-        str(workdir / "reports"),
-        "--json-file",
-        str(stats),
+        *suite_load_args(server.url, args.users, args.seconds, args.wallets, workdir, stats),
     ]
     return run_generator(
         "suite",
