@@ -42,8 +42,8 @@ import psycopg  # noqa: E402
 
 from reference_wallet.postgres import apply_schema, ensure_database  # noqa: E402
 from wallet_users.consistency import run_check  # noqa: E402
-from wallet_users.options import wallet_id  # noqa: E402
 from wallet_users.record import OK, RunRecord  # noqa: E402
+from wallet_users.record.ids import wallet_id  # noqa: E402
 
 TARGET_SECONDS = 15.0
 RUN_ID = "20250101000000-scale0"

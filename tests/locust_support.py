@@ -13,8 +13,8 @@ from pathlib import Path
 
 from locust.argument_parser import LocustArgumentParser
 
-from wallet_users import options as suite_options
-from wallet_users.options import SuiteOptions
+from wallet_users.wiring import options as suite_options
+from wallet_users.wiring.options import SuiteOptions
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 VERDICT = "wallet suite verdict:"

@@ -8,7 +8,8 @@ import re
 import pytest
 
 from tests.locust_support import suite_options_from
-from wallet_users.options import AmountRange, UsageError, wallet_id
+from wallet_users.record.ids import wallet_id
+from wallet_users.wiring.options import AmountRange, UsageError
 
 
 def test_the_defaults_are_the_original_scripts_figures() -> None:

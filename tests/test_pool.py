@@ -20,7 +20,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from wallet_users.pool import Reservation, WalletPool, to_money
+from wallet_users.load.pool import Reservation, WalletPool, to_money
 
 # --- plain unit tests ------------------------------------------------------------------------
 

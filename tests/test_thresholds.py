@@ -10,7 +10,7 @@ import pytest
 
 from tests.locust_support import suite_options_from
 from wallet_users.record import INDETERMINATE, OK, REJECTED, RunRecord
-from wallet_users.thresholds import judge, operation_counts
+from wallet_users.wiring.thresholds import judge, operation_counts
 
 
 def record_with(

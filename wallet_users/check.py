@@ -9,12 +9,11 @@ import math
 import sys
 from pathlib import Path
 
-from reference_wallet.cli import OneLineArgumentParser
-from reference_wallet.postgres import redact_dsn
-
 from .consistency import CheckError, Schema, SchemaError, run_check
+from .dsn import redact_dsn
 from .record import RunRecord
-from .target import embedded_dsn
+from .usage import OneLineArgumentParser
+from .wiring.target import embedded_dsn
 
 
 def seconds(text: str) -> float:

@@ -11,12 +11,11 @@ from datetime import timedelta
 import psycopg
 from psycopg import conninfo, sql
 
-from reference_wallet.cli import OneLineArgumentParser
-from reference_wallet.postgres import redact_dsn
-
 from .consistency.reading import BAD_DSN
-from .options import ID_PREFIX, run_regex
-from .target import embedded_dsn
+from .dsn import redact_dsn
+from .record.ids import ID_PREFIX, run_regex
+from .usage import OneLineArgumentParser
+from .wiring.target import embedded_dsn
 
 # table -> (column holding a wallet id or key, timestamp column); deleted in this order.
 # outbox_consumer_processing and outbox_pending go with their outbox rows (ON DELETE CASCADE).

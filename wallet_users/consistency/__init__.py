@@ -12,8 +12,7 @@ from collections.abc import Callable
 
 import psycopg
 
-from reference_wallet.postgres import redact_dsn
-
+from ..dsn import redact_dsn
 from ..record import INDETERMINATE, RunRecord
 from .checker import check_consistency, wallets_in_scope
 from .reading import (

@@ -414,7 +414,7 @@ def _quoted(dotted: str) -> str:
 
 
 def _run_prefix(record: RunRecord) -> str:
-    from ..options import ID_PREFIX
+    from ..record.ids import ID_PREFIX
 
     return f"{ID_PREFIX}{record.run_id}-"
 

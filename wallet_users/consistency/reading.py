@@ -12,7 +12,7 @@ from decimal import Decimal
 import psycopg
 from psycopg import conninfo, sql
 
-from ..options import run_regex
+from ..record.ids import run_regex
 from .facts import Facts, Lag, LedgerSummary, OutboxSummary, WriteSide
 from .schema import CONSUMERS, DEFAULT_SCHEMA, Schema
 

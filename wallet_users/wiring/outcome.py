@@ -11,9 +11,9 @@ from typing import Any
 
 from locust.stats import StatsEntry
 
-from .consistency import ConsistencyReport
+from ..consistency import ConsistencyReport
+from ..record import RunRecord
 from .options import SuiteOptions
-from .record import RunRecord
 from .thresholds import Threshold, operation_counts
 
 MUTATION_PREFIX = "/wallets/[id]/"

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..record import INDETERMINATE, OK, REJECTED, RunRecord
 from .options import SuiteOptions
-from .record import INDETERMINATE, OK, REJECTED, RunRecord
 
 
 @dataclass(frozen=True)

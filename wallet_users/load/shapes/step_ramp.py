@@ -6,7 +6,7 @@ import math
 
 from locust import events
 
-from wallet_users.shapes.timeline import TimelineShape
+from wallet_users.load.shapes.timeline import TimelineShape
 
 
 @events.init_command_line_parser.add_listener

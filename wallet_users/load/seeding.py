@@ -14,10 +14,11 @@ from typing import Any
 import gevent.pool
 from faker import Faker
 
+from ..record import INDETERMINATE, OK, REJECTED, RunRecord
+from ..record.ids import idempotency_key, wallet_id
+from ..wiring.options import AmountRange
 from .operations import outcome_of
-from .options import AmountRange, idempotency_key, wallet_id
 from .pool import WalletPool, to_money
-from .record import INDETERMINATE, OK, REJECTED, RunRecord
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ from decimal import Decimal
 from locust import FastHttpUser, HttpUser, constant, tag, task
 from locust.exception import StopUser
 
+from ..record import OK
+from ..record.ids import idempotency_key, wallet_id
 from .operations import WalletOperations, outcome_of
-from .options import idempotency_key, wallet_id
 from .pool import WalletPool
-from .record import OK
 from .run import SuiteRun
 from .seeding import WalletPlan, create_wallet
 
@@ -79,7 +79,7 @@ class WalletUser(WalletBehaviour, FastHttpUser):
 
 
 class RequestsWalletUser(WalletBehaviour, HttpUser):
-    """Not in locustfile.py's default mix; select it with `-f locustfile.py,wallet_users/requests_flavour.py RequestsWalletUser`."""
+    """Not in locustfile.py's default mix; select it with `-f locustfile.py,wallet_users/load/requests_flavour.py RequestsWalletUser`."""
 
     abstract = False
 

@@ -5,15 +5,11 @@ files, as LOCUST_* environment variables and in the web UI's start form) and val
 from __future__ import annotations
 
 import argparse
-import itertools
-import random
 import re
-import time
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
+
+from ..record.ids import generate_run_id
 
 DEFAULT_RANGES = {
     "initial_balance": "100-5000",
@@ -21,7 +17,6 @@ DEFAULT_RANGES = {
     "debit_amount": "10-200",
     "transfer_amount": "10-300",
 }
-ID_PREFIX = "lt-"  # every wallet the suite creates starts with this; cleanup touches nothing else
 
 
 class UsageError(ValueError):
@@ -212,10 +207,6 @@ def _number(value: Any, name: str, kind: type, low: float | None = None, high: f
     return number
 
 
-def generate_run_id() -> str:
-    return time.strftime("%Y%m%d%H%M%S") + "-" + uuid.uuid4().hex[:6]
-
-
 def parse(parsed: argparse.Namespace) -> SuiteOptions:
     """Validate Locust's parsed options into SuiteOptions; UsageError names the bad one."""
     weights = {
@@ -272,42 +263,10 @@ def _choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
 
 
 def _schema_overrides(text: Any) -> str:
-    from .consistency.schema import Schema, SchemaError
+    from ..consistency.schema import Schema, SchemaError
 
     try:
         Schema.with_overrides(str(text or ""))
     except SchemaError as error:
         raise UsageError(f"--schema-overrides: {error}") from None
     return str(text or "")
-
-
-def wallet_id(run_id: str, index: int, kind: str = "w") -> str:
-    return f"{ID_PREFIX}{run_id}-{kind}{index:06d}"
-
-
-# What the suite puts after a run's prefix: "w000001" and "h000001" (wallet_id), a
-# read-your-writes wallet "r1a2b3c4d-000000" (users.py), an Idempotency-Key's 32 hex digits
-# (idempotency_key). Matching it exactly keeps run "nightly" from taking "nightly-2"'s rows.
-RUN_SUFFIX = r"(?:[a-z](?:[0-9a-f]{8}-)?[0-9]{6}|[0-9a-f]{32})"
-
-
-def run_regex(run_id: str) -> str:
-    """A PostgreSQL regular expression for exactly the ids of one run."""
-    return "^" + re.escape(f"{ID_PREFIX}{run_id}-") + RUN_SUFFIX + "$"
-
-
-def idempotency_key(run_id: str) -> str:
-    """A fresh key, under the suite's prefix and the run id, so cleanup can find it."""
-    return f"{ID_PREFIX}{run_id}-{uuid.uuid4().hex}"
-
-
-def idempotency_keys(run_id: str) -> Callable[[], str]:
-    """Keys for the hot path, shaped like idempotency_key's (32 hex digits after the run id) but
-    cheaper: a random 64-bit salt per source, then a counter; no system call per key."""
-    prefix = f"{ID_PREFIX}{run_id}-{random.getrandbits(64):016x}"
-    counter = itertools.count()
-    return lambda: f"{prefix}{next(counter):016x}"
-
-
-def money(value: int) -> Decimal:
-    return Decimal(value)

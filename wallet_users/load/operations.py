@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from .options import AmountRange, idempotency_keys
+from ..record import INDETERMINATE, OK, REJECTED, RunRecord
+from ..record.ids import idempotency_keys
+from ..wiring.options import AmountRange
 from .pool import Reservation, WalletPool
-from .record import INDETERMINATE, OK, REJECTED, RunRecord
 
 
 def outcome_of(status: int | None) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from wallet_users.shapes.timeline import TimelineShape
+from wallet_users.load.shapes.timeline import TimelineShape
 
 
 class Spike(TimelineShape):

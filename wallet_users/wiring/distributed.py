@@ -18,9 +18,9 @@ from typing import Any
 
 from locust.runners import STATE_MISSING
 
+from ..load.seeding import WalletPlan, plan_wallets
+from ..record import INDETERMINATE, OK, REJECTED, RunRecord
 from .options import SuiteOptions
-from .record import INDETERMINATE, OK, REJECTED, RunRecord
-from .seeding import WalletPlan, plan_wallets
 
 log = logging.getLogger(__name__)
 

@@ -7,13 +7,13 @@ import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .options import SuiteOptions
+from ..record import RunRecord
+from ..wiring.options import SuiteOptions
 from .pool import WalletPool
-from .record import RunRecord
 from .seeding import SeedResult
 
 if TYPE_CHECKING:
-    from .distributed import ShardPlan
+    from ..wiring.distributed import ShardPlan
     from .operations import InDoubt
 
 

@@ -1,5 +1,8 @@
 """The target under load: the user's own service (`--host`), or, when no host is named, the
-reference service started on the embedded PostgreSQL for the duration of the run."""
+reference service started on the embedded PostgreSQL for the duration of the run.
+
+The one module of the suite that imports `reference_wallet` (tests/test_layout.py holds it to
+that): a team pointing the suite at its own Wallex never loads the reference's internals."""
 
 from __future__ import annotations
 
@@ -10,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reference_wallet.launcher import ReferenceWalletProcess
-from reference_wallet.postgres import DEFAULT_STATE_DIR, apply_schema, redact_dsn, start_embedded
+from reference_wallet.postgres import DEFAULT_STATE_DIR, apply_schema, start_embedded
+
+from ..dsn import redact_dsn
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,43 @@
+"""The suite's shape: it reaches the reference service through one module only, and Locust's
+events are wired in one thin table."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SUITE = ROOT / "wallet_users"
+TARGET_STARTER = SUITE / "wiring" / "target.py"
+
+
+def imported_modules(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_only_the_target_starter_imports_the_reference_service() -> None:
+    importers = sorted(
+        str(path.relative_to(ROOT))
+        for path in [*SUITE.rglob("*.py"), ROOT / "locustfile.py"]
+        if any(name.split(".")[0] == "reference_wallet" for name in imported_modules(path))
+    )
+    assert importers == [str(TARGET_STARTER.relative_to(ROOT))]
+
+
+def test_the_hooks_table_is_thin_and_asks_no_runner_kind() -> None:
+    hooks = (SUITE / "hooks.py").read_text()
+    assert len(hooks.splitlines()) < 120
+    assert "isinstance" not in hooks
+    kinds_asked = sorted(
+        str(path.relative_to(ROOT))
+        for path in SUITE.rglob("*.py")
+        if "isinstance(environment.runner" in path.read_text()
+        or "isinstance(runner" in path.read_text()
+    )
+    assert kinds_asked == ["wallet_users/wiring/roles/__init__.py"]

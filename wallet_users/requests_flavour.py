@@ -1,6 +1,0 @@
-"""A second locustfile offering `RequestsWalletUser` (WalletUser on `requests`' HttpUser):
-`locust -f locustfile.py,wallet_users/requests_flavour.py RequestsWalletUser`."""
-
-from wallet_users.users import RequestsWalletUser
-
-__all__ = ["RequestsWalletUser"]

@@ -1,0 +1,221 @@
+"""What the process that owns the verdict does (a local runner, or a distributed run's master):
+choose the target at start-up, then after each test judge the thresholds, run the consistency
+check, save the reports and set the exit code."""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import gevent
+
+from ...consistency import CheckError, ConsistencyReport, Schema, not_checked, run_check
+from ...dsn import redact_dsn
+from ...record import RunRecord
+from ...usage import exit_with_usage_error
+from .. import options as suite_options
+from ..options import SuiteOptions, UsageError
+from ..outcome import RunOutcome, add_consistency_tab, mutation_p95
+from ..target import EmbeddedTarget, probe
+from ..thresholds import judge
+from ..weights import apply_weights
+from .base import Role
+
+log = logging.getLogger("wallet_suite")
+
+
+class FrontRole(Role):
+    """The target, the verdict and the reports; subclasses say where the record comes from."""
+
+    def __init__(self, environment: Any) -> None:
+        super().__init__(environment)
+        self.target: EmbeddedTarget | None = None
+        self.pg_dsn = ""  # the DSN as given, password included; never shown
+        self.started = 0.0
+        self.notes: list[str] = []
+        self.outcome: RunOutcome | None = None
+
+    # --- start-up ----------------------------------------------------------------------------
+
+    def init(self) -> None:
+        environment = self.environment
+        if environment.parsed_options is None:
+            return
+        try:
+            opts = suite_options.parse(environment.parsed_options)
+            apply_weights(environment, opts.weights)
+        except UsageError as error:
+            exit_with_usage_error(str(error))
+        if environment.web_ui is not None:
+            add_consistency_tab(environment, lambda: self.outcome)
+        if environment.host:
+            self._use_external_host(opts)
+        else:
+            self._start_embedded_target(opts)
+
+    def _use_external_host(self, opts: SuiteOptions) -> None:
+        environment = self.environment
+        problem = probe(environment.host)
+        if problem:
+            exit_with_usage_error(f"cannot reach --host {environment.host}: {problem}")
+        if not opts.pg_dsn:
+            log.warning(
+                "wallet suite: --host %s without --pg-dsn: the consistency check will be SKIPPED"
+                " and the report will say 'not checked'",
+                environment.host,
+            )
+        self._hide_dsn_password()
+
+    def _start_embedded_target(self, opts: SuiteOptions) -> None:
+        environment = self.environment
+        if opts.pg_dsn:
+            exit_with_usage_error(
+                "--pg-dsn without --host: the load would go to the embedded target but the check"
+                " would read another database; name the --host that uses this database"
+            )
+        try:
+            self.target = EmbeddedTarget.start()
+        except Exception as error:
+            print(f"wallet suite: cannot start the embedded target: {error}", file=sys.stderr)
+            sys.exit(1)
+        atexit.register(self.target.stop)
+        environment.host = self.target.url
+        environment.parsed_options.pg_dsn = self.target.dsn
+        parsed = environment.parsed_options
+        if str(getattr(parsed, "resolve_indeterminate", "auto")).lower() == "auto":
+            parsed.resolve_indeterminate = "yes"  # the reference honours keys
+
+    def _hide_dsn_password(self) -> None:
+        """Locust writes option values into the web UI's page source, secret ones included: keep
+        the real DSN here and show the UI (and anything else reading parsed options) a redacted
+        one."""
+        parsed = self.environment.parsed_options
+        dsn = getattr(parsed, "pg_dsn", "")
+        if dsn and redact_dsn(dsn) != dsn:
+            self.pg_dsn = dsn
+            parsed.pg_dsn = redact_dsn(dsn)
+
+    # --- each test -----------------------------------------------------------------------------
+
+    def options_for_test(self) -> SuiteOptions | None:
+        """This test's options (the web UI's form may change them between tests); None, and the
+        test stopped, if they are bad."""
+        self.started = time.time()
+        self.notes.clear()
+        try:
+            opts = self._real_dsn(suite_options.parse(self.environment.parsed_options))
+        except UsageError as error:
+            log.error("wallet suite: %s", error)
+            gevent.spawn(self.runner.stop)
+            return None
+        return self._away_from_embedded(opts)
+
+    def _real_dsn(self, opts: SuiteOptions) -> SuiteOptions:
+        """Undo _hide_dsn_password: a DSN still in its redacted form means the one given."""
+        if self.pg_dsn and opts.pg_dsn == redact_dsn(self.pg_dsn):
+            return dataclasses.replace(opts, pg_dsn=self.pg_dsn)
+        return opts
+
+    def _away_from_embedded(self, opts: SuiteOptions) -> SuiteOptions:
+        """The web UI's form can point a test elsewhere than the embedded target: then its
+        database is not the target's (the check says 'not checked' unless a DSN was typed) and
+        re-sending in-doubt operations is off (the real Wallex ignores keys on
+        credit/debit/transfer)."""
+        target, environment = self.target, self.environment
+        if target is None or (environment.host or "").rstrip("/") == target.url:
+            return opts
+        log.warning(
+            "wallet suite: the host is not the embedded target: in-doubt operations are not re-sent"
+        )
+        environment.parsed_options.resolve_indeterminate = "no"  # for workers too
+        dsn = None if opts.pg_dsn == target.dsn else opts.pg_dsn
+        return dataclasses.replace(opts, pg_dsn=dsn, resolve_indeterminate=False)
+
+    def finish(
+        self,
+        record: RunRecord,
+        options: SuiteOptions,
+        seeding: tuple[int, int, float],
+        generator: list[str],
+    ) -> RunOutcome:
+        """Judge the thresholds, save the record, run the check, save its report: in that
+        order, so nothing the user ran is lost if the check fails."""
+        outcome = RunOutcome(
+            record=record,
+            options=options,
+            host=self.environment.host or "",
+            embedded=self.target is not None,
+            seconds=max(time.time() - self.started, 1e-9),
+            seeding=seeding,
+            generator=generator,
+            notes=list(self.notes),
+        )
+        outcome.p95_ms = mutation_p95(self.runner.stats)
+        outcome.thresholds = judge(record, options, outcome.p95_ms)
+        report_dir = Path(options.report_dir) / options.run_id
+        outcome.record_path = report_dir / "run-record.json"
+        saved = _save("the run record", outcome.record_path, record.save)
+        outcome.consistency, outcome.check_failed = check(record, options)
+        outcome.consistency_path = Path(
+            options.consistency_report or report_dir / "consistency.json"
+        )
+        saved &= _save("the consistency report", outcome.consistency_path, outcome.consistency.save)
+        outcome.check_failed |= not saved
+        self.outcome = outcome
+        return outcome
+
+    # --- the end -------------------------------------------------------------------------------
+
+    def quitting(self) -> None:
+        if self.outcome is None:
+            return
+        if self.environment.process_exit_code in (None, 0):
+            self.environment.process_exit_code = self.outcome.exit_code
+
+    def quit(self, exit_code: int) -> None:
+        if self.outcome is not None:
+            print("\n".join(self.outcome.summary_lines()), flush=True)
+        elif self.notes:
+            print("\n".join(self.notes), flush=True)
+        if self.target is not None:
+            self.target.stop()
+
+
+def _save(what: str, path: Path, save: Any) -> bool:
+    """Write a report; a path that cannot be written is one line (and exit code 2), never a
+    traceback that would swallow the verdict."""
+    try:
+        save(path)
+        return True
+    except OSError as error:
+        print(
+            f"wallet suite: cannot write {what} to {path}: {error.strerror or error}",
+            file=sys.stderr,
+        )
+        return False
+
+
+def check(record: RunRecord, opts: SuiteOptions) -> tuple[ConsistencyReport, bool]:
+    """The consistency check of this run, and whether it could not run at all. Never raises."""
+    if not opts.pg_dsn:
+        log.warning("wallet suite: consistency NOT CHECKED: no --pg-dsn for the external --host")
+        return not_checked(record, "no --pg-dsn was given for the external --host"), False
+    log.info("consistency check: waiting up to %.0fs for the projectors", opts.settle_timeout)
+    try:
+        report = run_check(
+            opts.pg_dsn,
+            record,
+            schema=Schema.with_overrides(opts.schema_overrides),
+            settle_timeout=opts.settle_timeout,
+            sleep=gevent.sleep,
+        )
+        return report, False
+    except CheckError as error:
+        message = f"the consistency check could not run: {error}"
+        print(f"wallet suite: {message}", file=sys.stderr, flush=True)
+        return not_checked(record, message, redact_dsn(opts.pg_dsn)), True

@@ -1,0 +1,143 @@
+"""What a load-generating process (a local runner or a worker) does around the users' tasks:
+seed its shard before the tasks run, and after they stop, resolve what stayed in doubt."""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+from locust.contrib.fasthttp import FastHttpSession
+
+from ...load.operations import resolve_in_doubt
+from ...load.run import SuiteRun, set_suite_run
+from ...load.seeding import seed
+from ...load.users import HotWalletUser
+from ..distributed import ShardPlan, shard_hot_wallets, shard_wallets
+from ..options import SuiteOptions
+from ..saturation import GeneratorLoad
+from ..weights import apply_weights
+
+log = logging.getLogger("wallet_suite")
+
+RESOLVE_SECONDS = 15.0  # bounded: a worker's master waits for the record that follows
+
+
+class LoadGenerator:
+    """Seeds and loads one shard of a run's wallets; `run` is this process's SuiteRun."""
+
+    def __init__(self, environment: Any, notes: list[str]) -> None:
+        self.environment = environment
+        self.notes = notes  # the role's notes for this test: seeding shortfalls go there
+        self.cpu = GeneratorLoad()
+        self.run: SuiteRun | None = None
+
+    def start(
+        self, opts: SuiteOptions, shard: ShardPlan, on_seeding_failed: Callable[[], None]
+    ) -> SuiteRun:
+        """Seed the shard, then hand the users a ready SuiteRun."""
+        environment = self.environment
+        opts = dataclasses.replace(opts, run_id=shard.run_id)
+        apply_weights(environment, opts.weights, drop_empty=False)
+        run = SuiteRun.start(opts)
+        run.shard = shard
+        self.run = run
+        set_suite_run(environment, run)
+        for user_class in environment.user_classes:
+            if hasattr(user_class, "network_timeout"):
+                user_class.network_timeout = opts.request_timeout
+                user_class.connection_timeout = opts.request_timeout
+        if not self._seed(run):
+            on_seeding_failed()
+        run.ready = True
+        # What exists now (seeded pools, Locust's own state) lives for the whole run: keep the
+        # collector from walking it again and again (cuts p99.9 by half in bench/locust_throughput.py).
+        gc.freeze()
+        self.cpu.start()
+        return run
+
+    def idle(self, opts: SuiteOptions) -> None:
+        """A test this process has no shard of: empty pools, so its users stop at once."""
+        self.run = None
+        set_suite_run(self.environment, SuiteRun.start(opts))
+
+    def _seed(self, run: SuiteRun) -> bool:
+        """Create the shard's wallets; False if too few were created to go on."""
+        environment = self.environment
+        opts, shard = run.options, run.shard
+        client = self._client(opts, concurrency=50)
+        plans = shard_wallets(opts, shard)
+        log.info(
+            "run %s: seeding %d wallets (shard %d of %d) at %s",
+            opts.run_id,
+            len(plans),
+            shard.index + 1,
+            shard.count,
+            environment.host,
+        )
+        run.seeding["wallets"] = seed(client, plans, run.wallets, run.record, run_id=opts.run_id)
+        if HotWalletUser in environment.user_classes:
+            run.seeding["hot wallets"] = seed(
+                client,
+                shard_hot_wallets(opts, shard),
+                run.hot_wallets,
+                run.record,
+                run_id=opts.run_id,
+                label="hot wallets",
+                adopt_existing=shard.shared_hot_wallets,
+            )
+        result = run.seeding["wallets"]
+        log.info("seeded %d/%d wallets in %.1fs", result.created, result.planned, result.seconds)
+        if result.success_percent >= opts.min_create_success:
+            return True
+        message = (
+            f"only {result.created} of {result.planned} wallets were created"
+            f" ({result.success_percent:.1f}% < {opts.min_create_success:g}%)"
+        )
+        log.error("wallet suite: %s: stopping the run", message)
+        self.notes.append(f"stopped: {message}")
+        return False
+
+    def stop(self) -> SuiteRun | None:
+        """After the users stopped: stop watching the CPU, resolve in-doubt operations."""
+        self.cpu.stop()
+        gc.unfreeze()  # what start() froze may be garbage by the next test in the web UI
+        run = getattr(self.environment, "wallet_suite_run", None)
+        if run is not None:
+            self._resolve(run)
+        return run
+
+    def _resolve(self, run: SuiteRun) -> None:
+        """Learn the fate of in-doubt operations by re-sending them with their own keys."""
+        if not run.in_doubt:
+            return
+        if not run.options.resolve_indeterminate:
+            log.info(
+                "%d operations stay indeterminate (--resolve-indeterminate no)", len(run.in_doubt)
+            )
+            return
+        resolved, left = resolve_in_doubt(
+            self._client(run.options),
+            run.in_doubt,
+            run.record,
+            pause=gevent.sleep,
+            deadline_s=RESOLVE_SECONDS,
+        )
+        log.info(
+            "re-sent in-doubt operations with their keys: %d resolved, %d still in doubt",
+            resolved,
+            left,
+        )
+
+    def _client(self, opts: SuiteOptions, **kwargs: Any) -> FastHttpSession:
+        return FastHttpSession(
+            self.environment.host,
+            self.environment.events.request,
+            user=None,
+            network_timeout=opts.request_timeout,
+            connection_timeout=opts.request_timeout,
+            **kwargs,
+        )

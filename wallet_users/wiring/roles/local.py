@@ -1,0 +1,38 @@
+"""A run on one process (`locust` without --master/--worker): it seeds, loads, checks and judges
+everything itself."""
+
+from __future__ import annotations
+
+import gevent
+
+from ...load.run import set_suite_run
+from ..distributed import ShardPlan
+from .front import FrontRole
+from .generator import LoadGenerator
+
+
+class LocalRole(FrontRole):
+    def __init__(self, environment) -> None:
+        super().__init__(environment)
+        self.generator = LoadGenerator(environment, self.notes)
+
+    def test_start(self) -> None:
+        set_suite_run(self.environment, None)  # nothing of an earlier test is reused
+        opts = self.options_for_test()
+        if opts is not None:
+            self.generator.start(opts, ShardPlan(opts.run_id), self._seeding_failed)
+
+    def _seeding_failed(self) -> None:
+        if self.environment.web_ui is not None:
+            gevent.spawn(self.runner.stop)  # the UI stays up for the next test
+        else:
+            self.environment.process_exit_code = 1
+            gevent.spawn(self.runner.quit)
+
+    def test_stop(self) -> None:
+        run = self.generator.stop()
+        if run is None:
+            return
+        result = run.seeding.get("wallets")
+        seeding = (result.created, result.planned, result.seconds) if result else (0, 0, 0.0)
+        self.finish(run.record, run.options, seeding, [self.generator.cpu.describe()])

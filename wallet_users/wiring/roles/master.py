@@ -1,0 +1,68 @@
+"""A distributed run's master (`--master`, or the parent of `--processes`): it shards the
+wallets over the workers, asks them to finish when the test stops, merges their records and
+runs the one consistency check. It sends no load and never seeds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gevent
+
+from ...load.run import set_suite_run
+from ..distributed import FINISH, RECORD, Coordinator, WorkerReport
+from ..options import SuiteOptions
+from .front import FrontRole
+
+RECORD_WAIT_SECONDS = 30.0  # how long the master waits for the workers' records after a stop
+
+
+class MasterRole(FrontRole):
+    def __init__(self, environment: Any) -> None:
+        super().__init__(environment)
+        self.coordinator = Coordinator()
+        self.options: SuiteOptions | None = None  # this test's options, sent to the workers
+
+    def init(self) -> None:
+        self.runner.register_message(RECORD, self._on_record)
+        super().init()
+
+    def _on_record(self, environment: Any, msg: Any, **_: Any) -> None:
+        self.coordinator.received(msg.node_id, msg.data)
+
+    def test_start(self) -> None:
+        set_suite_run(self.environment, None)
+        opts = self.options_for_test()
+        if opts is None:
+            return
+        self.options = opts
+        self.coordinator.assign(self.runner, opts, opts.run_id, opts.shared_hot_wallets)
+
+    def test_stopping(self) -> None:
+        # A headless master quits without telling the workers to stop until its own test_stop
+        # is over: ask them now, so their records arrive while it waits for them.
+        for client_id in self.coordinator.shards:
+            self.runner.send_message(FINISH, None, client_id=client_id)
+
+    def test_stop(self) -> None:
+        coordinator = self.coordinator
+        if not coordinator.shards or self.options is None:
+            return
+        record, lost = coordinator.collect(self.runner, RECORD_WAIT_SECONDS, gevent.sleep)
+        by_shard = sorted(coordinator.reports.items(), key=lambda i: coordinator.shards[i[0]].index)
+        generator = [
+            f"shard {coordinator.shards[cid].index + 1}: {_cpu_line(report)}"
+            for cid, report in by_shard
+        ]
+        if lost:
+            self.notes.append(
+                f"the workers of shards {', '.join(str(i + 1) for i in lost)} sent no record:"
+                f" {len(record.unverified)} wallets checked by database invariants only"
+            )
+        self.finish(record, self.options, coordinator.totals(), generator)
+
+
+def _cpu_line(report: WorkerReport) -> str:
+    line = f"peak {report.cpu_peak:.0f}%, above 90% for {report.cpu_busy_share:.0%} of the run"
+    if report.cpu_busy_share > 0.5:
+        line += ": this worker was the bottleneck"
+    return line
