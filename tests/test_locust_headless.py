@@ -105,6 +105,10 @@ BAD_INPUTS = {
         "wallet suite: --debit-amount: minimum 300 is above maximum 10",
     ),
     "not a number": (["--wallets", "abc"], "wallet suite: --wallets: 'abc' is not a whole number"),
+    "bad arrival rate": (
+        ["--arrival-rate", "lots"],
+        "wallet suite: --arrival-rate: 'lots' is not a number",
+    ),
     "unknown profile": (
         ["--config", "conf/no-such-profile.conf"],
         "Unable to open config file: conf/no-such-profile.conf",

@@ -109,6 +109,10 @@ BAD_VALUES = [
     (["--max-p95-ms", "nan"], "--max-p95-ms: 'nan' is not a finite number"),
     (["--settle-timeout", "inf"], "--settle-timeout: 'inf' is not a finite number"),
     (["--request-timeout", "0"], "--request-timeout: 0.0 is below 0.1"),
+    (["--arrival-rate", "fast"], "--arrival-rate: 'fast' is not a number"),
+    (["--arrival-rate", "-10"], "--arrival-rate: -10.0 is below 0"),
+    (["--max-in-flight", "0"], "--max-in-flight: 0 is below 1"),
+    (["--max-dropped-percent", "150"], "--max-dropped-percent: 150.0 is above 100"),
 ]
 
 
@@ -124,3 +128,12 @@ def test_a_bad_value_is_refused_in_one_line_naming_the_option(
     assert message in text
     assert "\n" not in text
     assert text.startswith("--")
+
+
+def test_the_open_model_is_off_unless_a_rate_is_given_and_drops_have_no_threshold_by_default() -> (
+    None
+):
+    opts = suite_options_from()
+    assert (opts.arrival_rate, opts.max_in_flight, opts.max_dropped_percent) == (0.0, 1000, None)
+    opts = suite_options_from("--arrival-rate", "250", "--max-dropped-percent", "0")
+    assert (opts.arrival_rate, opts.max_dropped_percent) == (250.0, 0.0)

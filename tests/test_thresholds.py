@@ -124,3 +124,17 @@ def test_every_threshold_says_its_result_in_one_line_naming_it() -> None:
         assert not threshold.passed
         assert "\n" not in threshold.line
         assert threshold.line.startswith(threshold.name)
+
+
+def test_dropped_operations_fail_the_run_only_above_the_bound_and_only_when_one_is_set() -> None:
+    from wallet_users.load.arrival import ArrivalCounts
+
+    record, options = record_with(ok=100), suite_options_from("--arrival-rate", "100")
+    counts = ArrivalCounts(scheduled=200, dropped=20)
+    assert "dropped operations" not in {t.name for t in judge(record, options, 12.0, counts)}
+    bounded = suite_options_from("--arrival-rate", "100", "--max-dropped-percent", "10")
+    (dropped,) = [t for t in judge(record, bounded, 12.0, counts) if t.name == "dropped operations"]
+    assert (dropped.passed, dropped.line) == (True, "dropped operations 10.0% (20/200) <= 10%")
+    counts.dropped = 21
+    (dropped,) = [t for t in judge(record, bounded, 12.0, counts) if t.name == "dropped operations"]
+    assert (dropped.passed, dropped.line) == (False, "dropped operations 10.5% (21/200) > 10%")

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..record import RunRecord
 from ..wiring.options import SuiteOptions
+from .arrival import ArrivalCounts, ArrivalShare
 from .pool import WalletPool
 from .seeding import SeedResult
 
@@ -27,6 +28,8 @@ class SuiteRun:
     seeding: dict[str, SeedResult] = field(default_factory=dict)
     shard: ShardPlan | None = None
     in_doubt: dict[str, InDoubt] = field(default_factory=dict)  # key -> operation, process-wide
+    arrival: ArrivalCounts = field(default_factory=ArrivalCounts)  # open model's tallies
+    arrival_share: ArrivalShare | None = None  # each pacing user's share; None: closed model
     ready: bool = False
 
     @classmethod

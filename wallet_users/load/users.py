@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from decimal import Decimal
 
 from locust import FastHttpUser, HttpUser, constant, tag, task
@@ -19,7 +20,8 @@ from locust.exception import StopUser
 
 from ..record import OK
 from ..record.ids import idempotency_key, wallet_id
-from .operations import WalletOperations, outcome_of
+from .arrival import Pacer
+from .operations import Answer, WalletOperations, outcome_of
 from .pool import WalletPool
 from .run import SuiteRun
 from .seeding import WalletPlan, create_wallet
@@ -29,11 +31,14 @@ TASK_KINDS = ("credit", "debit", "transfer")
 
 class WalletBehaviour:
     """The credit/debit/transfer tasks, shared by the FastHttpUser and HttpUser flavours and the
-    hot-wallet user; subclasses say which pool they spend and whether refusals are expected."""
+    hot-wallet user; subclasses say which pool they spend and whether refusals are expected.
+
+    Closed model by default (the next task as soon as the last answer came); with
+    --arrival-rate each user paces its share of the rate instead (`arrival.Pacer`)."""
 
     abstract = True
-    wait_time = constant(0)
     expect_refusals = False
+    pacer: Pacer | None = None
 
     def wallet_pool(self, run: SuiteRun) -> WalletPool:
         return run.wallets
@@ -56,21 +61,51 @@ class WalletBehaviour:
         )
         if not len(pool):
             raise StopUser()
+        if run.arrival_share is not None:
+            self.pacer = Pacer(
+                run.arrival_share,
+                run.arrival,
+                self.environment.events.request.fire,
+                phase=self.ops.rng.random(),
+            )
+
+    def on_stop(self) -> None:
+        if self.pacer is not None:
+            self.pacer.stop()
+
+    def wait_time(self) -> float:
+        return 0.0 if self.pacer is None else self.pacer.wait_time()
+
+    def perform(self, kind: str, work: Callable[[], Answer | None]) -> None:
+        """Run one operation now (closed model) or at its scheduled start (open model)."""
+        if self.pacer is None:
+            work()
+        else:
+            self.pacer.arrive(f"/wallets/[id]/{kind}", work)
 
     @tag("credit")
     @task(50)
     def credit(self) -> None:
-        self.ops.credit(self.ops.amount(self.run.options.credit_amount))
+        self.perform("credit", self._credit)
 
     @tag("debit")
     @task(30)
     def debit(self) -> None:
-        self.ops.debit(self.ops.amount(self.run.options.debit_amount))
+        self.perform("debit", self._debit)
 
     @tag("transfer")
     @task(20)
     def transfer(self) -> None:
-        self.ops.transfer(self.ops.amount(self.run.options.transfer_amount))
+        self.perform("transfer", self._transfer)
+
+    def _credit(self) -> Answer:
+        return self.ops.credit(self.ops.amount(self.run.options.credit_amount))
+
+    def _debit(self) -> Answer | None:
+        return self.ops.debit(self.ops.amount(self.run.options.debit_amount))
+
+    def _transfer(self) -> Answer | None:
+        return self.ops.transfer(self.ops.amount(self.run.options.transfer_amount))
 
 
 class WalletUser(WalletBehaviour, FastHttpUser):

@@ -18,6 +18,7 @@ from typing import Any
 
 from locust.runners import STATE_MISSING
 
+from ..load.arrival import ArrivalCounts
 from ..load.seeding import WalletPlan, plan_wallets
 from ..record import INDETERMINATE, OK, REJECTED, RunRecord
 from .options import SuiteOptions
@@ -65,6 +66,7 @@ class WorkerReport:
     seed_seconds: float = 0.0
     cpu_busy_share: float = 0.0
     cpu_peak: float = 0.0
+    arrival: ArrivalCounts = field(default_factory=ArrivalCounts)
 
     def to_message(self) -> dict[str, Any]:
         data = asdict(self)
@@ -73,7 +75,8 @@ class WorkerReport:
 
     @classmethod
     def from_message(cls, data: dict[str, Any]) -> WorkerReport:
-        return cls(**{**data, "record": RunRecord.from_dict(data["record"])})
+        arrival = ArrivalCounts(**data.get("arrival", {}))
+        return cls(**{**data, "record": RunRecord.from_dict(data["record"]), "arrival": arrival})
 
 
 @dataclass
@@ -160,6 +163,13 @@ class Coordinator:
                 tally.created = INDETERMINATE
                 tally.initial_balance = plan.initial_balance
             merged.unverified.add(plan.wallet_id)
+
+    def arrival(self) -> ArrivalCounts:
+        """The open model's tallies over the workers that reported."""
+        merged = ArrivalCounts()
+        for report in self.reports.values():
+            merged.merge(report.arrival)
+        return merged
 
     def totals(self) -> tuple[int, int, float]:
         created = sum(r.created for r in self.reports.values())

@@ -68,6 +68,9 @@ class SuiteOptions:
     schema_overrides: str
     shared_hot_wallets: bool = False
     resolve_indeterminate: bool = False
+    arrival_rate: float = 0.0  # operations per second for the whole run; 0: closed model
+    max_in_flight: int = 1000
+    max_dropped_percent: float | None = None  # None: no threshold
 
 
 def register(parser: Any) -> None:
@@ -151,6 +154,27 @@ def register(parser: Any) -> None:
         type=str,
         default="0",
         help="fail the run if the p95 latency is above this (default 0: off)",
+    )
+    group.add_argument(
+        "--arrival-rate",
+        type=str,
+        default="0",
+        help="open model: operations per second for the whole run, started on schedule whatever"
+        " the answers do (default 0: closed model, each user waits for its answer)",
+    )
+    group.add_argument(
+        "--max-in-flight",
+        type=str,
+        default="1000",
+        help="open model: operations in flight at most (shared out over the users); one more is"
+        " dropped and counted, not delayed (default 1000)",
+    )
+    group.add_argument(
+        "--max-dropped-percent",
+        type=str,
+        default="",
+        help="open model: fail the run if more than this percent of operations were dropped"
+        " (default: no threshold)",
     )
     group.add_argument(
         "--report-dir",
@@ -246,6 +270,11 @@ def parse(parsed: argparse.Namespace) -> SuiteOptions:
         consistency_report=str(parsed.consistency_report or "").strip() or None,
         schema_overrides=_schema_overrides(parsed.schema_overrides),
         shared_hot_wallets=bool(getattr(parsed, "shared_hot_wallets", False)),
+        arrival_rate=_number(getattr(parsed, "arrival_rate", 0), "arrival-rate", float, 0, 1e6),
+        max_in_flight=_number(getattr(parsed, "max_in_flight", 1000), "max-in-flight", int, 1),
+        max_dropped_percent=_optional_number(
+            getattr(parsed, "max_dropped_percent", ""), "max-dropped-percent", 0, 100
+        ),
         resolve_indeterminate=_choice(
             getattr(parsed, "resolve_indeterminate", "auto"),
             "resolve-indeterminate",
@@ -253,6 +282,11 @@ def parse(parsed: argparse.Namespace) -> SuiteOptions:
         )
         == "yes",
     )
+
+
+def _optional_number(value: Any, name: str, low: float, high: float) -> float | None:
+    text = str(value if value is not None else "").strip()
+    return _number(text, name, float, low, high) if text else None
 
 
 def _choice(value: Any, name: str, choices: tuple[str, ...]) -> str:

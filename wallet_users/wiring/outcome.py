@@ -12,11 +12,53 @@ from typing import Any
 from locust.stats import StatsEntry
 
 from ..consistency import ConsistencyReport
+from ..load.arrival import SCHEDULED, ArrivalCounts
 from ..record import RunRecord
 from .options import SuiteOptions
 from .thresholds import Threshold, operation_counts
 
 MUTATION_PREFIX = "/wallets/[id]/"
+
+
+@dataclass
+class OpenModelFigures:
+    """What an open-model run did against its schedule, and its latency both ways: from each
+    operation's scheduled start (queueing included) and from its send (the closed-loop figure)."""
+
+    target_rate: float
+    achieved_rate: float
+    scheduled: int
+    dropped: int
+    dropped_percent: float
+    scheduled_ms: tuple[float | None, float | None]  # p95, p99 from the scheduled start
+    sent_ms: tuple[float | None, float | None]  # p95, p99 from the send
+    late_p99_ms: float | None = None  # how late the schedule itself started operations
+
+    @classmethod
+    def of(cls, options: SuiteOptions, counts: ArrivalCounts, stats: Any) -> OpenModelFigures:
+        return cls(
+            target_rate=options.arrival_rate,
+            achieved_rate=counts.rate,
+            scheduled=counts.scheduled,
+            dropped=counts.dropped,
+            dropped_percent=counts.dropped_percent,
+            scheduled_ms=_percentiles(stats, SCHEDULED),
+            sent_ms=_percentiles(stats, "POST"),
+            late_p99_ms=counts.lateness_ms(0.99),
+        )
+
+    def line(self) -> str:
+        def ms(pair: tuple[float | None, float | None]) -> str:
+            return "/".join("n/a" if v is None else f"{v:.0f}" for v in pair)
+
+        late = "n/a" if self.late_p99_ms is None else f"{self.late_p99_ms:.1f}"
+        return (
+            f"open model: {self.achieved_rate:.1f} of {self.target_rate:g} ops/s scheduled;"
+            f" {self.dropped} of {self.scheduled} dropped ({self.dropped_percent:.1f}%);"
+            f" latency p95/p99 from the scheduled start {ms(self.scheduled_ms)} ms,"
+            f" from the send {ms(self.sent_ms)} ms;"
+            f" schedule lateness p99 {late} ms"
+        )
 
 
 @dataclass
@@ -37,6 +79,7 @@ class RunOutcome:
     record_path: Path | None = None
     consistency_path: Path | None = None
     notes: list[str] = field(default_factory=list)
+    open_model: OpenModelFigures | None = None
 
     @property
     def verdict(self) -> str:
@@ -76,6 +119,7 @@ class RunOutcome:
             f" {ops.indeterminate} indeterminate; replays {replays} ({mismatched} answered differently)",
             f"throughput: {rate:.1f} ops/s over {self.seconds:.0f}s;"
             f" mutation p95 {self.p95_ms if self.p95_ms is not None else 'n/a'} ms",
+            *([self.open_model.line()] if self.open_model else []),
             *[f"load generator CPU: {line}" for line in self.generator],
             *[f"  {'ok  ' if t.passed else 'FAIL'} {t.line}" for t in self.thresholds],
             *self.notes,
@@ -97,6 +141,8 @@ class RunOutcome:
             {"item": t.name, "result": "ok" if t.passed else "FAIL", "detail": t.line}
             for t in self.thresholds
         ]
+        if self.open_model is not None:
+            rows.append({"item": "open model", "result": "", "detail": self.open_model.line()})
         report = self.consistency
         if report is None:
             return rows
@@ -124,15 +170,31 @@ class RunOutcome:
         return rows
 
 
-def mutation_p95(stats: Any) -> float | None:
-    """p95 over the credit/debit/transfer requests only (not seeding, reads or replays)."""
-    merged = StatsEntry(stats, "mutations", "POST")
+def _mutations(stats: Any, method: str) -> StatsEntry:
+    """The credit/debit/transfer entries of one request type merged (not seeding, reads,
+    replays or re-sends)."""
+    merged = StatsEntry(stats, "mutations", method)
     for entry in stats.entries.values():
-        if entry.name.startswith(MUTATION_PREFIX) and not entry.name.endswith(
-            ("(replay)", "(resolve)")
+        if (
+            entry.method == method
+            and entry.name.startswith(MUTATION_PREFIX)
+            and not entry.name.endswith(("(replay)", "(resolve)"))
         ):
             merged.extend(entry)
+    return merged
+
+
+def mutation_p95(stats: Any) -> float | None:
+    """p95 over the credit/debit/transfer requests as sent (Locust's own timing)."""
+    merged = _mutations(stats, "POST")
     return merged.get_response_time_percentile(0.95) if merged.num_requests else None
+
+
+def _percentiles(stats: Any, method: str) -> tuple[float | None, float | None]:
+    merged = _mutations(stats, method)
+    if not merged.num_requests:
+        return None, None
+    return merged.get_response_time_percentile(0.95), merged.get_response_time_percentile(0.99)
 
 
 def add_consistency_tab(environment: Any, latest: Any) -> None:

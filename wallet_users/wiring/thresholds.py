@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..load.arrival import ArrivalCounts
 from ..record import INDETERMINATE, OK, REJECTED, RunRecord
 from .options import SuiteOptions
 
@@ -43,7 +44,12 @@ def operation_counts(record: RunRecord) -> OperationCounts:
     )
 
 
-def judge(record: RunRecord, options: SuiteOptions, p95_ms: float | None) -> list[Threshold]:
+def judge(
+    record: RunRecord,
+    options: SuiteOptions,
+    p95_ms: float | None,
+    arrival: ArrivalCounts | None = None,
+) -> list[Threshold]:
     created = record.creation_counts()[OK]
     attempted = sum(record.creation_counts().values())
     create_pct = 100.0 * created / attempted if attempted else 0.0
@@ -81,6 +87,18 @@ def judge(record: RunRecord, options: SuiteOptions, p95_ms: float | None) -> lis
                 passed,
                 f"p95 latency {p95_ms if p95_ms is not None else 'n/a'} ms"
                 f" {'<=' if passed else '>'} {options.max_p95_ms:g} ms",
+            )
+        )
+    if options.arrival_rate > 0 and options.max_dropped_percent is not None:
+        counts = arrival or ArrivalCounts()
+        passed = counts.dropped_percent <= options.max_dropped_percent
+        results.append(
+            Threshold(
+                "dropped operations",
+                passed,
+                f"dropped operations {counts.dropped_percent:.1f}%"
+                f" ({counts.dropped}/{counts.scheduled})"
+                f" {'<=' if passed else '>'} {options.max_dropped_percent:g}%",
             )
         )
     return results

@@ -16,11 +16,12 @@ import gevent
 
 from ...consistency import CheckError, ConsistencyReport, Schema, not_checked, run_check
 from ...dsn import redact_dsn
+from ...load.arrival import ArrivalCounts
 from ...record import RunRecord
 from ...usage import exit_with_usage_error
 from .. import options as suite_options
 from ..options import SuiteOptions, UsageError
-from ..outcome import RunOutcome, add_consistency_tab, mutation_p95
+from ..outcome import OpenModelFigures, RunOutcome, add_consistency_tab, mutation_p95
 from ..target import EmbeddedTarget, probe
 from ..thresholds import judge
 from ..weights import apply_weights
@@ -142,6 +143,7 @@ class FrontRole(Role):
         options: SuiteOptions,
         seeding: tuple[int, int, float],
         generator: list[str],
+        arrival: ArrivalCounts | None = None,
     ) -> RunOutcome:
         """Judge the thresholds, save the record, run the check, save its report: in that
         order, so nothing the user ran is lost if the check fails."""
@@ -156,7 +158,9 @@ class FrontRole(Role):
             notes=list(self.notes),
         )
         outcome.p95_ms = mutation_p95(self.runner.stats)
-        outcome.thresholds = judge(record, options, outcome.p95_ms)
+        if options.arrival_rate > 0 and arrival is not None:
+            outcome.open_model = OpenModelFigures.of(options, arrival, self.runner.stats)
+        outcome.thresholds = judge(record, options, outcome.p95_ms, arrival)
         report_dir = Path(options.report_dir) / options.run_id
         outcome.record_path = report_dir / "run-record.json"
         saved = _save("the run record", outcome.record_path, record.save)

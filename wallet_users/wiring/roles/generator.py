@@ -12,10 +12,11 @@ from typing import Any
 import gevent
 from locust.contrib.fasthttp import FastHttpSession
 
+from ...load.arrival import ArrivalShare
 from ...load.operations import resolve_in_doubt
 from ...load.run import SuiteRun, set_suite_run
 from ...load.seeding import seed
-from ...load.users import HotWalletUser
+from ...load.users import HotWalletUser, WalletBehaviour
 from ..distributed import ShardPlan, shard_hot_wallets, shard_wallets
 from ..options import SuiteOptions
 from ..saturation import GeneratorLoad
@@ -44,6 +45,10 @@ class LoadGenerator:
         apply_weights(environment, opts.weights, drop_empty=False)
         run = SuiteRun.start(opts)
         run.shard = shard
+        if opts.arrival_rate > 0:
+            run.arrival_share = ArrivalShare.of(
+                opts.arrival_rate, opts.max_in_flight, pacing_users(environment)
+            )
         self.run = run
         set_suite_run(environment, run)
         for user_class in environment.user_classes:
@@ -141,3 +146,14 @@ class LoadGenerator:
             connection_timeout=opts.request_timeout,
             **kwargs,
         )
+
+
+def pacing_users(environment: Any) -> float:
+    """How many of the run's users (--users, the peak under a shape) pace the open model's rate:
+    Locust spreads users over the classes by weight, and only the wallet users pace (the
+    read-your-writes user stays closed-loop)."""
+    classes = environment.user_classes
+    total = sum(c.weight for c in classes) or 1
+    pacing = sum(c.weight for c in classes if issubclass(c, WalletBehaviour))
+    users = int(getattr(environment.parsed_options, "num_users", None) or 1)
+    return users * pacing / total

@@ -35,4 +35,4 @@ class LocalRole(FrontRole):
             return
         result = run.seeding.get("wallets")
         seeding = (result.created, result.planned, result.seconds) if result else (0, 0, 0.0)
-        self.finish(run.record, run.options, seeding, [self.generator.cpu.describe()])
+        self.finish(run.record, run.options, seeding, [self.generator.cpu.describe()], run.arrival)

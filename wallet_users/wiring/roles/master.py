@@ -58,7 +58,7 @@ class MasterRole(FrontRole):
                 f"the workers of shards {', '.join(str(i + 1) for i in lost)} sent no record:"
                 f" {len(record.unverified)} wallets checked by database invariants only"
             )
-        self.finish(record, self.options, coordinator.totals(), generator)
+        self.finish(record, self.options, coordinator.totals(), generator, coordinator.arrival())
 
 
 def _cpu_line(report: WorkerReport) -> str:

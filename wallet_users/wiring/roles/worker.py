@@ -79,6 +79,7 @@ class WorkerRole(Role):
             seed_seconds=result.seconds if result else 0.0,
             cpu_busy_share=cpu.busy_share,
             cpu_peak=max(cpu.samples, default=0.0),
+            arrival=run.arrival,
         )
 
     def quit(self, exit_code: int) -> None:
