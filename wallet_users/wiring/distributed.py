@@ -43,8 +43,13 @@ class ShardPlan:
 def shard_wallets(options: SuiteOptions, shard: ShardPlan) -> list[WalletPlan]:
     """This shard's regular wallets: every count-th of the run's plan, so that shards are
     disjoint and the same seed gives the same wallets whatever the number of workers."""
-    plans = plan_wallets(shard.run_id, options.wallets, options.initial_balance, options.seed)
-    return plans[shard.index :: shard.count]
+    return plan_wallets(
+        shard.run_id,
+        options.wallets,
+        options.initial_balance,
+        options.seed,
+        shard=(shard.index, shard.count),
+    )
 
 
 def shard_hot_wallets(options: SuiteOptions, shard: ShardPlan) -> list[WalletPlan]:
