@@ -807,3 +807,52 @@ def test_without_event_versions_in_the_ledger_the_wallex_causes_come_from_counts
     }, [c.line() for c in report.causes]
     assert "acknowledged snapshots" in report.skipped
     assert report.unexplained() == {}, report.to_dict()["summary"]
+
+
+def test_a_stall_before_a_wallet_was_created_counts_only_its_balance_changing_events() -> None:
+    """Its WalletCreated was never projected either, but that event has no ledger entry."""
+    world = world_run()
+    world.stall(LEDGER, after=2)  # before the second wallet's creation
+    report = check_consistency(world.record, world.facts())
+    assert cause_keys(report) == {"projector_stalled"}
+    assert report.unexplained() == {}, report.to_dict()["summary"]
+
+
+def test_a_stopped_projector_owns_the_late_commits_below_its_checkpoint() -> None:
+    """It stalled with an event committed late below its checkpoint: a live projector would
+    have taken that one in its next batch, so it is the stall's, not a skip."""
+    world = world_run()
+    world.stall(LEDGER, after=10)
+    world.skip(LEDGER, {8})
+    facts = world.facts()
+    assert facts.checkpoints[LEDGER] == 10
+    report = check_consistency(world.record, facts)
+    assert cause_keys(report) == {"projector_stalled"}, [c.line() for c in report.causes]
+    assert report.unexplained() == {}
+
+
+def test_a_replay_cut_short_by_the_stop_may_have_been_applied_again() -> None:
+    """The stop killed the user before the replay's answer came: the service executed it again,
+    the client never learnt it. In a run where replays are seen applied twice, that one is
+    within the cause's reach; in a run where none was, it explains nothing."""
+    world = world_run(before=_replays_again)
+    world.transfer(world.wid("w000003"), world.wid("w000001"), 55, replay="cut short")
+    report = check_consistency(world.record, world.facts())
+    assert cause_keys(report) == {"replays_applied_twice"}
+    assert report.unexplained() == {}, report.to_dict()["summary"]
+
+    alone = world_run()
+    alone.credit(alone.wid("w000000"), 30, replay="cut short")
+    report = check_consistency(alone.record, alone.facts())
+    assert report.causes == [] and report.unexplained()
+
+
+def test_the_readme_tables_name_every_kind_and_every_cause_as_the_code_does() -> None:
+    from wallet_users.consistency.causes import CAUSES
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for kind, meaning in KINDS.items():
+        assert f"| `{kind}` | {meaning} |" in readme, kind
+    for cause, meaning in CAUSES.items():
+        assert f"| `{cause}` | {meaning} |" in readme, cause
+    assert "`outbox_gap`" not in readme

@@ -165,6 +165,8 @@ def test_a_clean_run_under_contention_and_replays_reports_no_violation(
     report = run.report
     assert report["status"] == "valid", run.explain()
     assert report["violations"] == {} and report["skipped_checks"] == {}
+    assert report["causes"] == [] and report["unexplained"] == {}
+    assert report["counts"]["acknowledged_snapshots"] > 50  # the history was checked
     assert run.locust.returncode == 0, run.explain()
     assert "Traceback" not in run.locust.output
     assert report["counts"]["wallets"] >= 20 and report["counts"]["ledger_entries"] > 50
@@ -182,9 +184,12 @@ LEDGER_OFF = {
     "expected_entries",
     "ledger_balance_mismatch",
     "ledger_sum_mismatch",
+    "ledger_snapshot_mismatch",  # the entries of acknowledged versions missing or off
     "transfer_not_conserved",
     "negative_balance",  # the ledger dips below zero where a credit is missing
+    "ledger_never_showed",  # the read-your-writes user's ledger poll
 }
+READ_MODEL_OFF = {"read_model_mismatch", "read_model_missing", "read_model_never_showed"}
 DEBITS_ONLY = ["--credit-weight", "0", "--debit-weight", "3", "--transfer-weight", "1"]
 
 
@@ -195,6 +200,7 @@ class FaultCase:
     kinds: frozenset[str]  # what the report must show
     also: frozenset[str] = frozenset()  # what it may show besides
     one_of: frozenset[str] = frozenset()  # of these, it must show at least one
+    cause: str = ""  # the one root cause the report must name, explaining every violation
 
     @property
     def allowed(self) -> frozenset[str]:
@@ -203,51 +209,69 @@ class FaultCase:
 
 FAULT_CASES = {
     "ledger-skip": FaultCase(
-        "ledger-skip=0.1", (), frozenset({"expected_entries", "ledger_sum_mismatch"}), LEDGER_OFF
+        "ledger-skip=0.1",
+        (),
+        frozenset({"expected_entries", "ledger_sum_mismatch"}),
+        LEDGER_OFF,
+        cause="ledger_entries_missing",
     ),
     "ledger-duplicate": FaultCase(
         "ledger-duplicate=0.1",
         (),
         frozenset({"duplicate_ledger_entry", "expected_entries"}),
         # copies share an event version: the next entry may chain from either of them
-        LEDGER_OFF | {"ledger_chain_broken"},
+        LEDGER_OFF | {"ledger_chain_broken", "duplicate_reference_id"},
+        cause="ledger_entries_duplicated",
     ),
     "ledger-wrong-before": FaultCase(
-        "ledger-wrong-before=0.1", (), frozenset({"ledger_chain_broken", "ledger_arithmetic"})
+        "ledger-wrong-before=0.1",
+        (),
+        frozenset({"ledger_chain_broken", "ledger_arithmetic"}),
+        cause="ledger_entries_unchained",
     ),
     "read-model-lost-update": FaultCase(
-        "read-model-lost-update=0.1", (), frozenset({"read_model_mismatch"})
+        "read-model-lost-update=0.1",
+        (),
+        frozenset({"read_model_mismatch"}),
+        frozenset({"read_model_never_showed"}),
+        cause="read_model_lost_updates",
     ),
     "ledger-stall": FaultCase(
         "ledger-stall=0.05",
         ("--settle-timeout", "3"),
         frozenset({"unprocessed_event", "expected_entries"}),
         LEDGER_OFF,
+        cause="projector_stalled",
     ),
     "read-model-stall": FaultCase(
         "read-model-stall=0.05",
         ("--settle-timeout", "3"),
         frozenset({"unprocessed_event"}),
+        frozenset({"read_model_never_showed"}),
         # missing when it stalls before the wallets reach it, else behind on their balances
         one_of=frozenset({"read_model_mismatch", "read_model_missing"}),
+        cause="projector_stalled",
     ),
     "outbox-drop": FaultCase(
         "outbox-drop=0.1",
         (),
-        frozenset({"outbox_gap"}),
+        frozenset({"outbox_missing_versions"}),
         # the projectors never hear of the dropped events
-        LEDGER_OFF | {"read_model_mismatch", "read_model_missing"},
+        LEDGER_OFF | READ_MODEL_OFF,
+        cause="outbox_rows_missing",
     ),
     "replay-twice": FaultCase(
         "replay-twice=1",
         ("--replay-ratio", "1"),
-        frozenset({"idempotency", "expected_balance", "expected_entries"}),
+        frozenset({"idempotency", "expected_balance", "expected_entries", "outbox_extra_versions"}),
         frozenset({"conservation"}),
+        cause="replays_applied_twice",
     ),
     "overdraft": FaultCase(
         "overdraft=1",
         ("--initial-balance", "100-200", "--hot-wallets", "2", *DEBITS_ONLY, "HotWalletUser"),
         frozenset({"negative_balance"}),
+        cause="balances_below_zero",
     ),
 }
 STALLED = {"ledger-stall": "ledger-projector", "read-model-stall": "read-model-projector"}
@@ -279,7 +303,13 @@ def test_a_fault_switch_is_found_under_its_kind_naming_the_wallets_and_fails_the
         # the console names one of them too
         example = report["summary"][kind]["first"]["wallet_id"]
         assert f"  {kind} x{report['summary'][kind]['count']}: e.g. {example}" in run.locust.stdout
+    # one root cause, explaining every violation, first in the report and the console
+    assert [c["key"] for c in report["causes"]] == [case.cause], run.explain()
+    assert report["unexplained"] == {}, run.explain()
+    verdict = run.locust.stdout.index("wallet suite verdict:")
+    assert run.locust.stdout[verdict:].splitlines()[1] == f"  cause: {report['causes'][0]['line']}"
     if fault in STALLED:
+        assert STALLED[fault] in report["causes"][0]["detail"]
         details = {v["detail"] for v in report["violations"]["unprocessed_event"]}
         assert details == {f"consumer {STALLED[fault]}"}
         assert report["settle"]["drained"] is False

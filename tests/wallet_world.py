@@ -114,9 +114,10 @@ class World:
 
     def _operation(self, kind, wallet, amount, to, replay: str) -> World:
         """One acknowledged operation; replay 'stored' (answered from storage), 'again' (executed
-        a second time, as with keys ignored) or 'refused' (executed again, refused for funds)."""
+        a second time, as with keys ignored), 'cut short' (executed again, its answer never came)
+        or 'refused' (executed again, refused for funds)."""
         self.record.operation(kind, OK, wallet, Decimal(amount), to_wallet_id=to)
-        times = 2 if replay == "again" else 1
+        times = 2 if replay in ("again", "cut short") else 1
         for number in range(times):
             self._apply(kind, wallet, amount, to, "replay" if number else None)
         if replay == "stored":
@@ -132,6 +133,11 @@ class World:
                 [(w, Decimal(a)) for w, a in legs],
                 f"version {version - 1} -> {version}",
             )
+        elif replay == "cut short":  # the replay was executed again, the stop cut its answer
+            legs = {"credit": [(wallet, amount)], "debit": [(wallet, -amount)]}.get(
+                kind, [(wallet, -amount), (to, amount)]
+            )
+            self.record.replay_sent([(w, Decimal(a)) for w, a in legs])
         elif replay == "refused":
             self.record.replay(wallet, False, difference="status 201 -> 400", refused_again=True)
         self.drop_outbox = False

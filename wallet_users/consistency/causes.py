@@ -84,6 +84,17 @@ class Evidence:
     def replayed_again(self) -> bool:
         return bool(self.tally.replays_applied_again or self.tally.replays_refused_again)
 
+    def replay_effect(self) -> tuple[int, int, Decimal, Decimal]:
+        """What replays executed again did to this wallet: versions (fewest, most) and money
+        (lowest, highest); the replays left without an answer may or may not count."""
+        t = self.tally
+        return (
+            t.replays_applied_again,
+            t.replays_applied_again + t.replays_in_doubt,
+            t.again_sum - t.replay_doubt_out,
+            t.again_sum + t.replay_doubt_in,
+        )
+
     def consumer_lost(self, consumer: str) -> set[str]:
         """The causes by which a consumer never applied some of this wallet's events."""
         causes = set()
@@ -134,17 +145,17 @@ class Evidence:
         """How many more (or fewer) ledger entries than the acknowledged operations the found
         causes account for: replays applied again, extra entries, missing ones."""
         exact = (
-            self.tally.replays_applied_again
-            + len(self.creation_entries)
+            len(self.creation_entries)
             + len(self.duplicate_entries)
             - len(self.missing_entries)
             - self.missing_count_only
-            - len(self.behind.get(LEDGER, []))
-            - len(self.skipped.get(LEDGER, []))
+            - sum(1 for e in self.behind.get(LEDGER, []) if e.event_type in SIGNS)
+            - sum(1 for e in self.skipped.get(LEDGER, []) if e.event_type in SIGNS)
         )
         if not self.detail and self.unprocessed_counts.get(LEDGER):
             exact -= self.unprocessed_counts[LEDGER]
-        return exact - self.outbox_missing, exact
+        least, most, _, _ = self.replay_effect()
+        return exact + least - self.outbox_missing, exact + most
 
 
 def _signed(event: EventRow) -> Decimal:
@@ -237,8 +248,8 @@ def explain(violation: Violation, evidence: Evidence | None, run: RunEvidence) -
         return {"replays_applied_twice"} if ev.replayed_again else set()
     if kind == "expected_balance":
         low, high = tally.expected_balance()
-        again = tally.again_sum
-        if tally.replays_applied_again and low + again <= violation.found <= high + again:
+        _, _, least, most = ev.replay_effect()
+        if run.replays_apply_again and low + least <= violation.found <= high + most:
             return {"replays_applied_twice"}
         return set()
     if kind == "outbox_extra_versions":
@@ -246,17 +257,17 @@ def explain(violation: Violation, evidence: Evidence | None, run: RunEvidence) -
             return set()
         fewest, most = tally.expected_entries()
         top = int(str(violation.found).rsplit(" ", 1)[-1])
-        again = tally.replays_applied_again
-        return (
-            {"replays_applied_twice"} if again and fewest + again <= top <= most + again else set()
-        )
+        least, utmost, _, _ = ev.replay_effect()
+        if run.replays_apply_again and fewest + least <= top <= most + utmost:
+            return {"replays_applied_twice"}
+        return set()
     if kind == "expected_entries":
         low, high = ev.entries_delta()
         fewest, most = tally.expected_entries()
         if not fewest + low <= violation.found <= most + high:
             return set()
         causes = set(ledger_causes)
-        if tally.replays_applied_again:
+        if run.replays_apply_again and (tally.replays_applied_again or tally.replays_in_doubt):
             causes.add("replays_applied_twice")
         return causes
     if kind in ("ledger_sum_mismatch", "ledger_balance_mismatch"):
@@ -345,25 +356,35 @@ class RunEvidence:
             return {"read_model_lost_updates"}
         return set()
 
+    @property
+    def replays_apply_again(self) -> bool:
+        """The client saw at least one replay executed a second time in this run."""
+        return any(
+            t.replays_applied_again or t.replays_refused_again for t in self.record.wallets.values()
+        )
+
     def conservation_causes(self, violation: Violation) -> set[str]:
-        """The run's total off by exactly what replays applied again moved (credits and debits:
-        a replayed transfer moves money between two of the run's wallets)."""
-        again = sum(
-            (
-                t.again_sum
-                for w, t in self.record.wallets.items()
-                if w not in self.record.unverified
-            ),
-            ZERO,
-        )
-        if not again:
+        """The run's total off by what replays applied again moved (credits and debits: a
+        replayed transfer moves money between two of the run's wallets)."""
+        if not self.replays_apply_again:
             return set()
-        expected = str(violation.expected)
-        low, _, high = expected.partition("..")
+        verified = [t for w, t in self.record.wallets.items() if w not in self.record.unverified]
+        least = sum((t.again_sum - t.replay_doubt_out for t in verified), ZERO)
+        most = sum((t.again_sum + t.replay_doubt_in for t in verified), ZERO)
+        low, _, high = str(violation.expected).partition("..")
         low, high = Decimal(low), Decimal(high or low)
-        return (
-            {"replays_applied_twice"} if low + again <= violation.found <= high + again else set()
-        )
+        return {"replays_applied_twice"} if low + least <= violation.found <= high + most else set()
+
+
+def _stalls_take_their_late_commits(evidence: dict[str, Evidence]) -> None:
+    """A consumer that stopped (events above its checkpoint never processed) also left behind
+    the events committed late below its checkpoint, which a live one would have taken in its
+    next batch: those are its stall's. Only a consumer that is caught up above its checkpoint
+    and still misses events below it has skipped them for good."""
+    stopped = {c for e in evidence.values() for c, rows in e.behind.items() if rows}
+    for e in evidence.values():
+        for consumer in stopped & set(e.skipped):
+            e.behind.setdefault(consumer, []).extend(e.skipped.pop(consumer))
 
 
 def attribute_causes(record: RunRecord, facts: Facts, violations: list[Violation]) -> list[Cause]:
@@ -381,6 +402,7 @@ def attribute_causes(record: RunRecord, facts: Facts, violations: list[Violation
                 if w in record.wallets
             )
     evidence = {w: gather_evidence(record, facts, w) for w in sorted(named)}
+    _stalls_take_their_late_commits(evidence)
     run = RunEvidence(record, facts, evidence, by_kind)
     explained: dict[str, list[Violation]] = defaultdict(list)
     for violation in violations:

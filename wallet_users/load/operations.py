@@ -91,6 +91,17 @@ def _snapshots_by_place(body: Any) -> dict[str, dict]:
     return {"": body} if "balance" in body or "version" in body else {}
 
 
+def _replay_legs(
+    kind: str, wallet_id: str, amount: Decimal, to_id: str | None
+) -> list[tuple[str, Decimal]]:
+    """What a replay executed again would move: (wallet, signed amount) per leg."""
+    if kind == "credit":
+        return [(wallet_id, amount)]
+    if kind == "debit":
+        return [(wallet_id, -amount)]
+    return [(wallet_id, -amount), (to_id, amount)]
+
+
 def applied_again(first: Any, again: Any) -> bool:
     """The replay was executed a second time and took effect, not answered from storage: a 2xx
     after a refusal, or a 2xx showing a newer version of a wallet than the first answer did."""
@@ -217,28 +228,30 @@ class WalletOperations:
             and outcome_of(answer.status) != INDETERMINATE
             and self.rng.random() < self.replay_ratio
         ):
+            wallet_id = path.split("/")[2]
+            legs = _replay_legs(kind, wallet_id, amount, body.get("toWalletId"))
+            self.record.replay_sent(legs)  # cut short by the stop, it stays in doubt
             again = self._post(path, f"{name} (replay)", body, key, replay=True, expected=answer)
             if outcome_of(again.status) == INDETERMINATE:
                 return answer  # no answer (the service is down): it says nothing about idempotency
-            self._book_replay(path.split("/")[2], kind, amount, body, answer, again)
+            self.record.replay_answered(legs)
+            self._book_replay(wallet_id, legs, amount, answer, again)
         return answer
 
     def _book_replay(
-        self, wallet_id: str, kind: str, amount: Decimal, body: dict, first: Answer, again: Answer
+        self,
+        wallet_id: str,
+        legs: list[tuple[str, Decimal]],
+        amount: Decimal,
+        first: Answer,
+        again: Answer,
     ) -> None:
         matched = again.status == first.status and again.body == first.body
         if matched:
             self.record.replay(wallet_id, True)
             return
-        legs: list[tuple[str, Decimal]] = []
-        if applied_again(first, again):
-            to_id = body.get("toWalletId")
-            if kind == "credit":
-                legs = [(wallet_id, amount)]
-            elif kind == "debit":
-                legs = [(wallet_id, -amount)]
-            else:
-                legs = [(wallet_id, -amount), (to_id, amount)]
+        if not applied_again(first, again):
+            legs = []
         refused_again = outcome_of(first.status) == OK and refused_for_funds(
             again.status, again.text
         )

@@ -44,6 +44,11 @@ class WalletTally:
     # replays of an acknowledged operation refused for funds: executed again, not answered from
     # storage (which would repeat the first answer)
     replays_refused_again: int = 0
+    # replays sent with no answer yet (cut short by the stop, or no answer): executed again or
+    # not, unknown; what they would move this wallet by, in and out
+    replays_in_doubt: int = 0
+    replay_doubt_in: Decimal = ZERO
+    replay_doubt_out: Decimal = ZERO
     replay_difference: str = ""  # the last replay answered differently: what differed
     # read-your-writes: per endpoint ("read model", "ledger") the acknowledged writes it was
     # polled for, those it never showed within --visibility-timeout, and the last such answer
@@ -95,6 +100,9 @@ class WalletTally:
             "replays_applied_again",
             "again_sum",
             "replays_refused_again",
+            "replays_in_doubt",
+            "replay_doubt_in",
+            "replay_doubt_out",
         ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for name in ("reads_checked", "reads_unseen"):
@@ -222,6 +230,20 @@ class RunRecord:
             leg.replays_applied_again += 1
             leg.again_sum += signed
 
+    def replay_sent(self, legs: Iterable[tuple[str, Decimal]], sign: int = 1) -> None:
+        """A replay about to be sent: until its answer comes it may have been executed again.
+        legs: (wallet, signed amount) it would move; replay_answered takes them back."""
+        for leg_wallet, signed in legs:
+            leg = self.tally(leg_wallet)
+            leg.replays_in_doubt += sign
+            if signed > 0:
+                leg.replay_doubt_in += sign * signed
+            else:
+                leg.replay_doubt_out -= sign * signed
+
+    def replay_answered(self, legs: Iterable[tuple[str, Decimal]]) -> None:
+        self.replay_sent(legs, sign=-1)
+
     def read_checked(self, wallet_id: str, endpoint: str, shown: bool, answer: str = "") -> None:
         """A read-your-writes poll of one acknowledged write ended: shown within the visibility
         timeout, or not (answer: the last one, e.g. '404')."""
@@ -306,7 +328,7 @@ def _legs(kind: str, wallet_id: str, to_wallet_id: str | None) -> list[tuple[str
     return [(kind, wallet_id)]
 
 
-_MONEY_FIELDS = {"initial_balance", "again_sum"}
+_MONEY_FIELDS = {"initial_balance", "again_sum", "replay_doubt_in", "replay_doubt_out"}
 _MONEY_MAPS = {"ok_sum", "maybe_sum"}
 
 
@@ -328,6 +350,9 @@ _LEFT_OUT_WHEN_EMPTY = (
     "replays_applied_again",
     "again_sum",
     "replays_refused_again",
+    "replays_in_doubt",
+    "replay_doubt_in",
+    "replay_doubt_out",
     "replay_difference",
     "reads_checked",
     "reads_unseen",
