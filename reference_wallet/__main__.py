@@ -11,9 +11,10 @@ from pathlib import Path
 
 from .cli import OneLineArgumentParser
 from .commands import CONSUMERS
-from .faults import FAULTS, FaultSpecError, parse_faults
+from .faults import COMPAT_PROFILES, FAULTS, FaultSpecError, compat_rates, parse_faults
 
 FAULTS_ENV = "REFERENCE_WALLET_FAULTS"
+COMPAT_ENV = "REFERENCE_WALLET_COMPAT"
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -33,9 +34,25 @@ def _common(parser: argparse.ArgumentParser) -> None:
         + ", ".join(FAULTS),
     )
     parser.add_argument(
+        "--compat",
+        type=_compat,
+        default=os.environ.get(COMPAT_ENV, ""),
+        help="behave like a real deployment: turn on that profile's fault switches at its rates,"
+        f" under any --faults given (default: ${COMPAT_ENV}); profiles: "
+        + ", ".join(COMPAT_PROFILES),
+    )
+    parser.add_argument(
         "--fault-seed", type=int, help="seed for the fault draws (reproducible runs)"
     )
     parser.add_argument("--log-level", default="WARNING", help="Python log level (default WARNING)")
+
+
+def _compat(text: str) -> str:
+    try:
+        compat_rates(text)
+    except FaultSpecError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
 
 
 def _consumers(text: str) -> list[str]:
@@ -131,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
     try:
-        faults = parse_faults(args.faults, args.fault_seed)
+        faults = parse_faults(args.faults, args.fault_seed, args.compat)
     except FaultSpecError as error:
         parser.error(str(error))
 

@@ -15,6 +15,8 @@ import asyncpg
 from .faults import Faults
 
 CONSUMERS = ("read-model-projector", "ledger-projector")
+# The real service's third consumer of the outbox, queued for only under fault third-consumer.
+PUBLISHER = "kafka-publisher"
 NOTIFY_CHANNEL = "outbox_event"
 
 
@@ -44,6 +46,18 @@ class NotFound(DomainError):
 class Conflict(DomainError):
     status = 409
     error = "Conflict"
+
+
+class InternalServerError(DomainError):
+    """NestJS's answer to an exception it does not know: no "error" field, a fixed message."""
+
+    status = 500
+
+    def __init__(self) -> None:
+        super().__init__("Internal server error")
+
+    def body(self) -> dict[str, Any]:
+        return {"statusCode": self.status, "message": self.message}
 
 
 def json_number(value: Decimal) -> int | float:
@@ -306,6 +320,8 @@ class WalletCommands:
         key: KeyClaim | None,
     ) -> dict[str, Any]:
         if from_id == to_id:
+            if self._faults.fires("self-transfer-500"):
+                raise InternalServerError()
             raise BadRequest("Cannot transfer to the same wallet")
         now = datetime.now(UTC)
         transfer_id = str(uuid.uuid4())
@@ -402,7 +418,7 @@ class WalletCommands:
             [u[1] for u in wallet_updates],
             [u[2] for u in wallet_updates],
             not self._faults.fires("outbox-drop"),
-            list(CONSUMERS),
+            [*CONSUMERS, PUBLISHER] if self._faults.fires("third-consumer") else list(CONSUMERS),
             dumps({"status": 201, "body": response}),
             claim.key if claim else None,
             claim.claimed_at if claim else None,

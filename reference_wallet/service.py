@@ -69,12 +69,13 @@ def _stop_on_signals(stopping: asyncio.Event) -> None:
 
 async def _run_projectors(
     dsn: str, pool: asyncpg.Pool, faults: Faults, names: list[str], stopping: asyncio.Event
-) -> list[asyncio.Task]:
+) -> tuple[list[str], list[asyncio.Task]]:
+    """Start the named projectors and their listener: the consumers running, and the tasks."""
     projectors = build_projectors(pool, faults, names)
     tasks = [asyncio.create_task(p.run(stopping), name=p.name) for p in projectors]
     if projectors:
         tasks.append(asyncio.create_task(listen_for_outbox(dsn, projectors, stopping)))
-    return tasks
+    return [p.name for p in projectors], tasks
 
 
 async def serve(
@@ -90,7 +91,8 @@ async def serve(
     stopping = asyncio.Event()
     _stop_on_signals(stopping)
     pool = await open_pool(options.dsn, options.pool_size)
-    app = build_app(pool, WalletCommands(pool, faults), IdempotencyKeys(pool, faults))
+    commands = WalletCommands(pool, faults)
+    app = build_app(pool, commands, IdempotencyKeys(pool, faults), faults)
     runner = web.AppRunner(app, access_log=log if options.access_log else None)
     await runner.setup()
     if listener is None:
@@ -99,7 +101,7 @@ async def serve(
         site = web.SockSite(runner, listener, backlog=1024)
     await site.start()
     names = list(CONSUMERS) if options.projectors is None else options.projectors
-    tasks = await _run_projectors(options.dsn, pool, faults, names, stopping)
+    running, tasks = await _run_projectors(options.dsn, pool, faults, names, stopping)
     lost_worker: list[str] = []
     if workers:
         tasks.append(asyncio.create_task(_watch_workers(workers, stopping, lost_worker)))
@@ -109,7 +111,8 @@ async def serve(
         processes = f"; workers: {options.workers}" if options.workers > 1 else ""
         print(
             f"reference_wallet: serving http://{options.host}:{port} on {redact_dsn(options.dsn)};"
-            f" projectors: {', '.join(names) or 'none'}; faults: {active}{processes}",
+            f" projectors: {', '.join(running) or 'none'};"
+            f" faults: {active}{processes}",
             flush=True,
         )
     try:
@@ -257,8 +260,8 @@ async def project(dsn: str, faults: Faults, names: list[str]) -> None:
     stopping = asyncio.Event()
     _stop_on_signals(stopping)
     pool = await open_pool(dsn, 4)
-    tasks = await _run_projectors(dsn, pool, faults, names, stopping)
-    print(f"reference_wallet: projecting {', '.join(names)} on {redact_dsn(dsn)}", flush=True)
+    running, tasks = await _run_projectors(dsn, pool, faults, names, stopping)
+    print(f"reference_wallet: projecting {', '.join(running)} on {redact_dsn(dsn)}", flush=True)
     try:
         await stopping.wait()
     finally:
