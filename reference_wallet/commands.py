@@ -3,7 +3,9 @@ appends events under an expected-version check, updates `wallets`, and writes th
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -58,6 +60,21 @@ class InternalServerError(DomainError):
 
     def body(self) -> dict[str, Any]:
         return {"statusCode": self.status, "message": self.message}
+
+
+@dataclass
+class SlowCommits:
+    """Hold a share of the command transactions open for `ms` after their outbox insert, so that
+    transactions begun later commit first: outbox ids then become visible out of order, as they
+    do under real load. Off when ms is 0. Draws from `random`, which is reseeded in a forked
+    worker."""
+
+    ms: float = 0.0
+    share: float = 0.3
+
+    async def hold(self) -> None:
+        if self.ms > 0 and random.random() < self.share:
+            await asyncio.sleep(self.ms / 1000)
 
 
 def json_number(value: Decimal) -> int | float:
@@ -223,9 +240,12 @@ class IdempotencyKeys:
 class WalletCommands:
     """Create, credit, debit and transfer, each in one transaction."""
 
-    def __init__(self, pool: asyncpg.Pool, faults: Faults) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, faults: Faults, slow_commits: SlowCommits | None = None
+    ) -> None:
         self._pool = pool
         self._faults = faults
+        self._slow_commits = slow_commits or SlowCommits()
 
     async def create(
         self, wallet_id: str, owner_id: str, initial_balance: Decimal, claim: KeyClaim | None
@@ -400,7 +420,8 @@ class WalletCommands:
         response: dict[str, Any],
         claim: KeyClaim | None,
     ) -> None:
-        """Events, write-side rows, outbox, consumer queue and idempotency record: one statement."""
+        """Events, write-side rows, outbox, consumer queue and idempotency record: one statement;
+        the last thing of every command's transaction, which commits when it returns."""
         ids = [uuid.uuid4() for _ in events]
         for event_id, event in zip(ids, events, strict=True):
             event.metadata = {"eventId": str(event_id), "occurredAt": iso(now), **event.metadata}
@@ -428,6 +449,7 @@ class WalletCommands:
             raise Conflict(
                 f"Idempotency-Key {claim.key!r} was taken over by a retry; this request had no effect"
             )
+        await self._slow_commits.hold()
 
 
 def _snapshot(

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 import asyncpg
 from aiohttp import web
 
-from .commands import CONSUMERS, IdempotencyKeys, WalletCommands
+from .commands import CONSUMERS, IdempotencyKeys, SlowCommits, WalletCommands
 from .faults import Faults
 from .http_api import build_app
 from .postgres import redact_dsn
@@ -41,6 +41,7 @@ class ServeOptions:
     access_log: bool = False
     pool_size: int = 16  # per process
     workers: int = 1  # HTTP processes sharing the port; the projectors run in the first only
+    slow_commits: SlowCommits | None = None  # None: every command commits at once
 
 
 async def open_pool(dsn: str, size: int) -> asyncpg.Pool:
@@ -91,7 +92,7 @@ async def serve(
     stopping = asyncio.Event()
     _stop_on_signals(stopping)
     pool = await open_pool(options.dsn, options.pool_size)
-    commands = WalletCommands(pool, faults)
+    commands = WalletCommands(pool, faults, options.slow_commits)
     app = build_app(pool, commands, IdempotencyKeys(pool, faults), faults)
     runner = web.AppRunner(app, access_log=log if options.access_log else None)
     await runner.setup()
@@ -109,6 +110,9 @@ async def serve(
         port = runner.addresses[0][1]
         active = ", ".join(f"{k}={v}" for k, v in faults.rates.items() if v) or "none"
         processes = f"; workers: {options.workers}" if options.workers > 1 else ""
+        slow = options.slow_commits
+        if slow and slow.ms > 0:
+            processes += f"; slow commits: {slow.ms:g} ms for {slow.share:g} of commands"
         print(
             f"reference_wallet: serving http://{options.host}:{port} on {redact_dsn(options.dsn)};"
             f" projectors: {', '.join(running) or 'none'};"
