@@ -856,3 +856,23 @@ def test_the_readme_tables_name_every_kind_and_every_cause_as_the_code_does() ->
     for cause, meaning in CAUSES.items():
         assert f"| `{cause}` | {meaning} |" in readme, cause
     assert "`outbox_gap`" not in readme
+
+
+def test_each_cause_shows_the_first_divergence_of_its_own_evidence() -> None:
+    world = wallex_world()
+    report = check_consistency(world.record, world.facts())
+    lines = report.cause_lines()
+    for number, line in enumerate(lines):
+        if not line.startswith("  cause: "):
+            continue
+        cause = next(c for c in report.causes if line == f"  cause: {c.line()}")
+        follow = lines[number + 1 : number + 3]
+        divergence = [x for x in follow if x.startswith("    first divergence: ")]
+        if cause.key == "replays_applied_twice":
+            assert not divergence  # the ledger agrees with both acknowledged applications
+            continue
+        assert divergence, (cause.key, follow)
+        if cause.example_wallet:
+            assert divergence[0].startswith(f"    first divergence: {cause.example_wallet}: ")
+        part = "ledger at version" if cause.divergence_of == ("ledger",) else "read model at"
+        assert part in divergence[0] and ";" not in divergence[0], divergence[0]

@@ -426,9 +426,35 @@ def _cause(key: str, violations: list[Violation], run: RunEvidence) -> Cause:
         meaning=CAUSES.get(key, ""),
         wallets=wallets,
         explains=dict(sorted(explains.items(), key=lambda item: (-item[1], item[0]))),
+        divergence_of=DIVERGENCE_OF.get(key, ()),
     )
     _describe(cause, violations, run)
+    cause.example_wallet = next((w for w in wallets if cause.evidence.startswith(f"{w}:")), "")
     return cause
+
+
+# which first divergence shows a cause: the ledger's, the read model's, or none (replays applied
+# twice agree with the ledger: the service acknowledged both applications)
+DIVERGENCE_OF: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(
+        (
+            "ledger_entries_missing",
+            "initial_balance_twice",
+            "ledger_entries_duplicated",
+            "ledger_entries_unchained",
+            "ledger_endpoint_stale",
+        ),
+        ("ledger",),
+    ),
+    **dict.fromkeys(
+        ("read_model_not_built", "read_model_lost_updates", "read_endpoint_stale"),
+        ("read_model",),
+    ),
+    **dict.fromkeys(
+        ("projector_stalled", "events_skipped_by_projector", "outbox_rows_missing"),
+        ("ledger", "read_model"),
+    ),
+}
 
 
 def _describe(cause: Cause, violations: list[Violation], run: RunEvidence) -> None:

@@ -65,6 +65,8 @@ class Cause:
     explains: dict[str, int] = field(default_factory=dict)  # violation kind -> count
     evidence: str = ""  # one wallet's facts that prove it
     detail: str = ""
+    example_wallet: str = ""  # the wallet the evidence is about
+    divergence_of: tuple[str, ...] = ()  # which first divergences show it: ledger, read_model
 
     @property
     def explained(self) -> int:
@@ -86,6 +88,7 @@ class Cause:
             "explains": self.explains,
             "evidence": self.evidence,
             "detail": self.detail,
+            "example_wallet": self.example_wallet,
         }
 
 
@@ -181,6 +184,22 @@ class ConsistencyReport:
         )
         return f"consistency INVALID: {self.violation_count()} violations ({kinds})"
 
+    def divergence_of(self, cause: Cause) -> tuple[str, dict[str, Any]] | None:
+        """The first divergence that shows a cause: its evidence's wallet's, else the first of
+        its wallets that has one, only the parts (ledger, read model) the cause is about."""
+        candidates = (
+            [cause.example_wallet, *cause.wallets] if cause.example_wallet else cause.wallets
+        )
+        for wallet in candidates:
+            parts = {
+                part: found
+                for part, found in self.divergences.get(wallet, {}).items()
+                if part in cause.divergence_of
+            }
+            if parts:
+                return wallet, parts
+        return None
+
     def cause_lines(self, examples: bool = True) -> list[str]:
         """The causes, most explaining first, each with its evidence and one wallet's first
         divergence; then what no cause explains."""
@@ -189,12 +208,9 @@ class ConsistencyReport:
             lines.append(f"  cause: {cause.line()}")
             if examples and cause.evidence:
                 lines.append(f"    e.g. {cause.evidence}")
-            if examples:
-                wallet = next((w for w in cause.wallets if w in self.divergences), None)
-                if wallet is not None:
-                    lines.append(
-                        f"    first divergence: {describe_divergence(wallet, self.divergences[wallet])}"
-                    )
+            divergence = self.divergence_of(cause) if examples else None
+            if divergence is not None:
+                lines.append(f"    first divergence: {describe_divergence(*divergence)}")
         alone = self.unexplained()
         if self.causes and alone:
             kinds = ", ".join(f"{kind} {count}" for kind, count in alone.items())

@@ -17,8 +17,9 @@ import gevent
 from ...consistency import CheckError, ConsistencyReport, Schema, not_checked, run_check
 from ...dsn import redact_dsn
 from ...load.arrival import ArrivalCounts
-from ...record import RunRecord
+from ...record import OK, RunRecord
 from ...record.history import FILE_NAME, RunHistory
+from ...record.ids import wallet_id
 from ...usage import exit_with_usage_error
 from .. import options as suite_options
 from ..options import SuiteOptions, UsageError
@@ -41,7 +42,9 @@ class FrontRole(Role):
         self.started = 0.0
         self.load_started: float | None = None  # when seeding was done and the load began
         self.load_time: float | None = None  # --run-time, taken over to time the load alone
+        self.load_ended: float | None = None
         self._time_limit: gevent.Greenlet | None = None
+        self.test_open = False  # a test started and not finished
         self.notes: list[str] = []
         self.outcome: RunOutcome | None = None
 
@@ -139,6 +142,8 @@ class FrontRole(Role):
         test stopped, if they are bad."""
         self.started = time.time()
         self.load_started = None
+        self.load_ended: float | None = None
+        self.test_open = True
         self.notes.clear()
         try:
             opts = self._real_dsn(suite_options.parse(self.environment.parsed_options))
@@ -180,8 +185,16 @@ class FrontRole(Role):
     ) -> RunOutcome:
         """Judge the thresholds, save the record, run the check, save its report: in that
         order, so nothing the user ran is lost if the check fails."""
+        self.test_open = False
         now = time.time()
-        load_seconds = now - self.load_started if self.load_started is not None else 0.0
+        ended = self.load_ended or now
+        load_seconds = ended - self.load_started if self.load_started is not None else 0.0
+        if self.load_started is None:  # stopped while seeding: what it had done by then
+            prefix = wallet_id(options.run_id, 0)[:-6]
+            made = sum(
+                1 for w, t in record.wallets.items() if w.startswith(prefix) and t.created == OK
+            )
+            seeding = (made, options.wallets, now - self.started)
         outcome = RunOutcome(
             record=record,
             options=options,
@@ -223,12 +236,17 @@ class FrontRole(Role):
     # --- the end -------------------------------------------------------------------------------
 
     def test_stop(self) -> None:
-        """Whoever stopped the test, the load's timer is done."""
+        """Whoever stopped the test, the load is over and its timer done."""
+        self.load_ended = time.time()
         limit, self._time_limit = self._time_limit, None
         if limit is not None and gevent.getcurrent() is not limit:
             limit.kill(block=False)
 
     def quitting(self) -> None:
+        if self.test_open:
+            # SIGTERM or Ctrl+C: Locust fires quitting and takes the exit code before it stops
+            # the test, so the verdict would come after the code it should have set
+            self.runner.stop()
         if self.outcome is None:
             return
         if self.environment.process_exit_code in (None, 0):
