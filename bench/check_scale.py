@@ -43,6 +43,7 @@ import psycopg  # noqa: E402
 from reference_wallet.postgres import apply_schema, ensure_database  # noqa: E402
 from wallet_users.consistency import run_check  # noqa: E402
 from wallet_users.record import OK, RunRecord  # noqa: E402
+from wallet_users.record.history import KIND_CODES, AckHistory, RunHistory  # noqa: E402
 from wallet_users.record.ids import wallet_id  # noqa: E402
 
 TARGET_SECONDS = 15.0
@@ -225,6 +226,25 @@ def build_record(wallets: int, versions: int) -> RunRecord:
     return record
 
 
+def build_history(wallets: int, versions: int) -> RunHistory:
+    """The acknowledged snapshots such a run would have kept: one per entry, each the balance
+    after its version, as the service's answers showed it."""
+    history = AckHistory()
+    for i in range(wallets):
+        wid, balance = wallet_id(RUN_ID, i), 0
+        for version in range(1, versions + 1):
+            kind, signed = kind_at(version), signed_of(i, version)
+            balance += signed
+            if kind == "initial":
+                code = KIND_CODES["create"]
+            elif kind in ("credit", "debit"):
+                code = KIND_CODES[kind]
+            else:
+                code = KIND_CODES["transfer_out" if signed < 0 else "transfer_in"]
+            history.add(wid, version, balance, code, abs(signed) * 100)
+    return RunHistory.of(history)
+
+
 def row_counts(dsn: str) -> dict[str, int]:
     with psycopg.connect(dsn, autocommit=True) as conn:
         return {t: conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in TABLES}
@@ -364,6 +384,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also time each of the check's queries alone (parallel query off)",
     )
+    parser.add_argument(
+        "--no-history",
+        action="store_true",
+        help="check without the history of acknowledged snapshots (the check before issue 10)",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
     if not 1 <= args.entries_per_wallet <= MAX_ENTRIES:
@@ -387,6 +412,9 @@ def main(argv: list[str] | None = None) -> int:
             counts = row_counts(dsn)
             started = time.perf_counter()
             record = build_record(args.wallets, args.entries_per_wallet)
+            history = (
+                None if args.no_history else build_history(args.wallets, args.entries_per_wallet)
+            )
             record_s = time.perf_counter() - started
             for _ in range(args.repeats):
                 cpu.start()
@@ -395,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
                 load = os.getloadavg()[0]
                 cpu.start()
                 started = time.perf_counter()
-                report = run_check(dsn, record, settle_timeout=1.0)
+                report = run_check(dsn, record, settle_timeout=1.0, history=history)
                 elapsed = time.perf_counter() - started
                 client_cpu, server_cpu = cpu.stop()
                 checks.append(

@@ -5,15 +5,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import os
 import sys
 from pathlib import Path
 
 from .cli import OneLineArgumentParser
-from .commands import CONSUMERS
-from .faults import FAULTS, FaultSpecError, parse_faults
+from .commands import CONSUMERS, SlowCommits
+from .faults import COMPAT_PROFILES, FAULTS, FaultSpecError, compat_rates, parse_faults
 
 FAULTS_ENV = "REFERENCE_WALLET_FAULTS"
+COMPAT_ENV = "REFERENCE_WALLET_COMPAT"
+SLOW_COMMIT_MS_ENV = "REFERENCE_WALLET_SLOW_COMMIT_MS"
+SLOW_COMMIT_SHARE_ENV = "REFERENCE_WALLET_SLOW_COMMIT_SHARE"
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -33,9 +37,45 @@ def _common(parser: argparse.ArgumentParser) -> None:
         + ", ".join(FAULTS),
     )
     parser.add_argument(
+        "--compat",
+        type=_compat,
+        default=os.environ.get(COMPAT_ENV, ""),
+        help="behave like a real deployment: turn on that profile's fault switches at its rates,"
+        f" under any --faults given (default: ${COMPAT_ENV}); profiles: "
+        + ", ".join(COMPAT_PROFILES),
+    )
+    parser.add_argument(
         "--fault-seed", type=int, help="seed for the fault draws (reproducible runs)"
     )
     parser.add_argument("--log-level", default="WARNING", help="Python log level (default WARNING)")
+
+
+def _compat(text: str) -> str:
+    try:
+        compat_rates(text)
+    except FaultSpecError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
+def _milliseconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of milliseconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number >= 0")
+    return value
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:  # NaN fails this too
+        raise argparse.ArgumentTypeError(f"{text} is outside [0, 1]")
+    return value
 
 
 def _consumers(text: str) -> list[str]:
@@ -119,6 +159,21 @@ def build_parser(command: str) -> argparse.ArgumentParser:
         help="HTTP server processes sharing the port with SO_REUSEPORT; the projectors run in"
         " the first (default 1)",
     )
+    parser.add_argument(
+        "--slow-commit-ms",
+        type=_milliseconds,
+        default=os.environ.get(SLOW_COMMIT_MS_ENV, "0"),
+        help="hold a share of the command transactions open this long after their outbox insert,"
+        " so later ones commit first (default 0: off; $" + SLOW_COMMIT_MS_ENV + ")",
+    )
+    parser.add_argument(
+        "--slow-commit-share",
+        type=_share,
+        default=os.environ.get(SLOW_COMMIT_SHARE_ENV, "0.3"),
+        help="the share of commands --slow-commit-ms holds, 0..1 (default 0.3; $"
+        + SLOW_COMMIT_SHARE_ENV
+        + ")",
+    )
     return parser
 
 
@@ -131,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
     try:
-        faults = parse_faults(args.faults, args.fault_seed)
+        faults = parse_faults(args.faults, args.fault_seed, args.compat)
     except FaultSpecError as error:
         parser.error(str(error))
 
@@ -175,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
                 access_log=args.access_log,
                 pool_size=args.pool_size,
                 workers=args.workers,
+                slow_commits=SlowCommits(args.slow_commit_ms, args.slow_commit_share),
             )
             return run_service(options)
     except OSError as error:

@@ -3,7 +3,9 @@ appends events under an expected-version check, updates `wallets`, and writes th
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,6 +17,8 @@ import asyncpg
 from .faults import Faults
 
 CONSUMERS = ("read-model-projector", "ledger-projector")
+# The real service's third consumer of the outbox, queued for only under fault third-consumer.
+PUBLISHER = "kafka-publisher"
 NOTIFY_CHANNEL = "outbox_event"
 
 
@@ -44,6 +48,33 @@ class NotFound(DomainError):
 class Conflict(DomainError):
     status = 409
     error = "Conflict"
+
+
+class InternalServerError(DomainError):
+    """NestJS's answer to an exception it does not know: no "error" field, a fixed message."""
+
+    status = 500
+
+    def __init__(self) -> None:
+        super().__init__("Internal server error")
+
+    def body(self) -> dict[str, Any]:
+        return {"statusCode": self.status, "message": self.message}
+
+
+@dataclass
+class SlowCommits:
+    """Hold a share of the command transactions open for `ms` after their outbox insert, so that
+    transactions begun later commit first: outbox ids then become visible out of order, as they
+    do under real load. Off when ms is 0. Draws from `random`, which is reseeded in a forked
+    worker."""
+
+    ms: float = 0.0
+    share: float = 0.3
+
+    async def hold(self) -> None:
+        if self.ms > 0 and random.random() < self.share:
+            await asyncio.sleep(self.ms / 1000)
 
 
 def json_number(value: Decimal) -> int | float:
@@ -209,9 +240,12 @@ class IdempotencyKeys:
 class WalletCommands:
     """Create, credit, debit and transfer, each in one transaction."""
 
-    def __init__(self, pool: asyncpg.Pool, faults: Faults) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, faults: Faults, slow_commits: SlowCommits | None = None
+    ) -> None:
         self._pool = pool
         self._faults = faults
+        self._slow_commits = slow_commits or SlowCommits()
 
     async def create(
         self, wallet_id: str, owner_id: str, initial_balance: Decimal, claim: KeyClaim | None
@@ -306,6 +340,8 @@ class WalletCommands:
         key: KeyClaim | None,
     ) -> dict[str, Any]:
         if from_id == to_id:
+            if self._faults.fires("self-transfer-500"):
+                raise InternalServerError()
             raise BadRequest("Cannot transfer to the same wallet")
         now = datetime.now(UTC)
         transfer_id = str(uuid.uuid4())
@@ -384,7 +420,8 @@ class WalletCommands:
         response: dict[str, Any],
         claim: KeyClaim | None,
     ) -> None:
-        """Events, write-side rows, outbox, consumer queue and idempotency record: one statement."""
+        """Events, write-side rows, outbox, consumer queue and idempotency record: one statement;
+        the last thing of every command's transaction, which commits when it returns."""
         ids = [uuid.uuid4() for _ in events]
         for event_id, event in zip(ids, events, strict=True):
             event.metadata = {"eventId": str(event_id), "occurredAt": iso(now), **event.metadata}
@@ -402,7 +439,7 @@ class WalletCommands:
             [u[1] for u in wallet_updates],
             [u[2] for u in wallet_updates],
             not self._faults.fires("outbox-drop"),
-            list(CONSUMERS),
+            [*CONSUMERS, PUBLISHER] if self._faults.fires("third-consumer") else list(CONSUMERS),
             dumps({"status": 201, "body": response}),
             claim.key if claim else None,
             claim.claimed_at if claim else None,
@@ -412,6 +449,7 @@ class WalletCommands:
             raise Conflict(
                 f"Idempotency-Key {claim.key!r} was taken over by a retry; this request had no effect"
             )
+        await self._slow_commits.hold()
 
 
 def _snapshot(

@@ -24,6 +24,7 @@ from .commands import (
     iso,
     json_number,
 )
+from .faults import Faults
 
 log = logging.getLogger(__name__)
 
@@ -132,10 +133,17 @@ def _idempotency_key(request: web.Request) -> str | None:
 
 
 class WalletApi:
-    def __init__(self, pool: asyncpg.Pool, commands: WalletCommands, keys: IdempotencyKeys) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        commands: WalletCommands,
+        keys: IdempotencyKeys,
+        faults: Faults | None = None,
+    ) -> None:
         self._pool = pool
         self._commands = commands
         self._keys = keys
+        self._faults = faults or Faults()
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -150,11 +158,13 @@ class WalletApi:
             web.get("/ledger/wallet/{id}/summary", self.ledger_summary),
         ]
 
-    async def _mutation(self, request: web.Request, run) -> web.Response:
+    async def _mutation(self, request: web.Request, run, *, creates: bool = False) -> web.Response:
         """Validate, then run the command under the request's Idempotency-Key, if any."""
         body = await _body(request)
         key = _idempotency_key(request)
         command = run(body)  # validates; returns a coroutine factory taking the key claim
+        if key is not None and not creates and self._faults.fires("keys-ignored"):
+            key = None  # as the real service, which honours the key on POST /wallets only
         if key is None:
             return _json(await command(None), 201)
         claim = await self._keys.begin(key, _request_hash(request, body))
@@ -163,7 +173,10 @@ class WalletApi:
         try:
             result = await command(claim)
         except DomainError as error:
-            await self._keys.refused(claim, error)
+            if error.status >= 500:  # not a definite refusal: a retry may run
+                await self._keys.abandon(claim)
+            else:
+                await self._keys.refused(claim, error)
             raise
         except BaseException:
             await self._keys.abandon(claim)
@@ -182,7 +195,7 @@ class WalletApi:
             )
             return lambda key: self._commands.create(wallet_id, owner_id, initial, key)
 
-        return await self._mutation(request, run)
+        return await self._mutation(request, run, creates=True)
 
     async def credit(self, request: web.Request) -> web.Response:
         return await self._change(request, self._commands.credit)
@@ -213,6 +226,8 @@ class WalletApi:
 
     async def get_wallet(self, request: web.Request) -> web.Response:
         wallet_id = _path_wallet_id(request)
+        if self._faults.fires("read-404"):
+            raise NotFound(f"Wallet {wallet_id} not found")
         row = await self._pool.fetchrow(
             "SELECT id, owner_id, balance, created_at, updated_at FROM wallets_read_model WHERE id = $1",
             wallet_id,
@@ -370,8 +385,11 @@ async def contract_errors(request: web.Request, handler) -> web.StreamResponse:
 
 
 def build_app(
-    pool: asyncpg.Pool, commands: WalletCommands, keys: IdempotencyKeys
+    pool: asyncpg.Pool,
+    commands: WalletCommands,
+    keys: IdempotencyKeys,
+    faults: Faults | None = None,
 ) -> web.Application:
     app = web.Application(middlewares=[contract_errors], client_max_size=64 * 1024)
-    app.add_routes(WalletApi(pool, commands, keys).routes())
+    app.add_routes(WalletApi(pool, commands, keys, faults).routes())
     return app

@@ -39,6 +39,8 @@ class ReferenceWalletProcess:
     port: int = 0
     log_path: Path | None = None
     process: subprocess.Popen | None = None
+    compat: str = ""  # a --compat profile, e.g. "wallex"
+    slow_commit_ms: float = 0.0  # --slow-commit-ms (serve only); 0: off
 
     @property
     def url(self) -> str:
@@ -52,6 +54,10 @@ class ReferenceWalletProcess:
             args += ["--host", self.host, "--port", str(self.port)]
         if self.faults:
             args += ["--faults", self.faults]
+        if self.compat:
+            args += ["--compat", self.compat]
+        if self.slow_commit_ms and self.command == "serve":
+            args += ["--slow-commit-ms", f"{self.slow_commit_ms:g}"]
         args += self.extra_args
         self.log_path = self.log_path or Path(os.devnull)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process

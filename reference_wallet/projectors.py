@@ -4,6 +4,10 @@ Each claims a batch of its pending events with FOR UPDATE SKIP LOCKED, applies i
 `outbox_consumer_processing` and its checkpoint, all in one transaction. A per-consumer advisory
 lock keeps one active instance per consumer, so a wallet's events are projected in version order
 even when a second projector process runs beside the service's own.
+
+Under fault checkpoint-by-id they read the outbox by id above their checkpoint instead, the naive
+design: an event whose transaction commits after one with a higher id is never seen. Under fault
+third-consumer a third consumer, `kafka-publisher`, only records that it processed its events.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any
 
 import asyncpg
 
-from .commands import NOTIFY_CHANNEL, dumps
+from .commands import NOTIFY_CHANNEL, PUBLISHER, dumps
 from .faults import Faults
 
 log = logging.getLogger(__name__)
@@ -41,6 +45,30 @@ SELECT o.id, o.aggregate_id, o.event_type, o.event_version, o.payload::text AS p
        o.metadata::text AS metadata
   FROM outbox AS o JOIN claimed AS c ON o.id = c.outbox_event_id
  ORDER BY o.id
+"""
+
+# Fault checkpoint-by-id: what a projector that trusts outbox ids to commit in order would read.
+# Events already processed are left out only for a database the queue mode used before, whose
+# checkpoint can be below ids it processed: re-reading them would wedge on the unique row.
+_READ_BY_ID = """
+SELECT o.id, o.aggregate_id, o.event_type, o.event_version, o.payload::text AS payload,
+       o.metadata::text AS metadata
+  FROM outbox AS o
+ WHERE o.id > coalesce((SELECT last_processed_id FROM projector_checkpoints
+                         WHERE projector_name = $1), 0)
+   AND NOT EXISTS (SELECT 1 FROM outbox_consumer_processing AS p
+                    WHERE p.outbox_event_id = o.id AND p.consumer_name = $1)
+ ORDER BY o.id LIMIT $2
+"""
+
+# Under checkpoint-by-id the queue keeps meaning "not processed by this consumer": what it skipped.
+_UNQUEUE = """
+DELETE FROM outbox_pending WHERE consumer_name = $1 AND outbox_event_id = ANY($2::bigint[])
+"""
+
+_PROCESSED = """
+INSERT INTO outbox_consumer_processing (outbox_event_id, consumer_name)
+SELECT unnest($1::bigint[]), $2
 """
 
 _RECORD = """
@@ -65,6 +93,7 @@ class Projector:
     """One outbox consumer. Subclasses say how a batch of events changes their tables."""
 
     name = ""
+    checkpointed = True  # keeps a row in projector_checkpoints
 
     def __init__(self, pool: asyncpg.Pool, faults: Faults, batch_size: int = BATCH_SIZE) -> None:
         self._pool = pool
@@ -81,7 +110,8 @@ class Projector:
             )
             if not ours:
                 return 0
-            rows = await conn.fetch(_CLAIM, self.name, self._batch_size)
+            by_id = self.checkpointed and self._faults.on("checkpoint-by-id")
+            rows = await conn.fetch(_READ_BY_ID if by_id else _CLAIM, self.name, self._batch_size)
             if not rows:
                 return 0
             events = [
@@ -96,10 +126,16 @@ class Projector:
                 for row in rows
             ]
             await self.apply(conn, events)
-            last = events[-1]
+            ids = [e["outbox_id"] for e in events]
+            if by_id:
+                await conn.execute(_UNQUEUE, self.name, ids)
+            if not self.checkpointed:
+                await conn.execute(_PROCESSED, ids, self.name)
+                return len(events)
+            last = events[-1]  # the highest id: both reads are in id order
             await conn.execute(
                 _RECORD,
-                [e["outbox_id"] for e in events],
+                ids,
                 self.name,
                 last["wallet_id"],
                 last["version"],
@@ -138,7 +174,12 @@ class ReadModelProjector(Projector):
     name = "read-model-projector"
 
     async def apply(self, conn: asyncpg.Connection, events: list[dict[str, Any]]) -> None:
-        created = [e for e in events if e["type"] == "WalletCreated"]
+        created = [
+            e
+            for e in events
+            if e["type"] == "WalletCreated" and not self._faults.fires("read-model-unbuilt")
+        ]
+        # Without its row a wallet's later updates change nothing: the UPDATE below finds no row.
         if created:
             await conn.execute(
                 "INSERT INTO wallets_read_model (id, owner_id, balance, created_at, updated_at)"
@@ -175,7 +216,18 @@ class LedgerProjector(Projector):
     name = "ledger-projector"
 
     async def apply(self, conn: asyncpg.Connection, events: list[dict[str, Any]]) -> None:
-        moves = [e for e in events if e["type"] in _SIGNS]
+        moves = []
+        for event in events:
+            if event["type"] in _SIGNS:
+                moves.append(event)
+            elif (
+                event["type"] == "WalletCreated"
+                and event["payload"].get("initialBalance")
+                and self._faults.fires("ledger-initial-twice")
+            ):
+                # As the real projectors: the creation's initial balance is credited, and then
+                # again by the "Initial balance" WalletCredited that follows it.
+                moves.append(_initial_balance_credit(event))
         if not moves:
             return
         wallet_ids = sorted({e["wallet_id"] for e in moves})
@@ -241,7 +293,28 @@ class LedgerProjector(Projector):
         )
 
 
+class KafkaPublisher(Projector):
+    """The real service's third outbox consumer (fault third-consumer): it would publish to Kafka;
+    here it only records its outbox_consumer_processing rows, and keeps no checkpoint."""
+
+    name = PUBLISHER
+    checkpointed = False
+
+    async def apply(self, conn: asyncpg.Connection, events: list[dict[str, Any]]) -> None:
+        pass
+
+
 _SIGNS = {"WalletCredited": Decimal(1), "WalletDebited": Decimal(-1)}
+
+
+def _initial_balance_credit(created: dict[str, Any]) -> dict[str, Any]:
+    """A WalletCreated read as the credit of its initial balance (fault ledger-initial-twice)."""
+    amount = created["payload"]["initialBalance"]
+    return {
+        **created,
+        "type": "WalletCredited",
+        "payload": {"amount": amount, "description": "Initial balance"},
+    }
 
 
 def _occurred_at(event: dict[str, Any]) -> datetime:
@@ -278,5 +351,9 @@ async def _sleep_unless(stopping: asyncio.Event, seconds: float) -> None:
 
 
 def build_projectors(pool: asyncpg.Pool, faults: Faults, names: list[str]) -> list[Projector]:
+    """The named projectors; under fault third-consumer the publisher too, wherever any runs."""
     known = {cls.name: cls for cls in (ReadModelProjector, LedgerProjector)}
-    return [known[name](pool, faults) for name in names]
+    projectors = [known[name](pool, faults) for name in names]
+    if projectors and faults.on("third-consumer"):
+        projectors.append(KafkaPublisher(pool, faults))
+    return projectors

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 import asyncpg
 from aiohttp import web
 
-from .commands import CONSUMERS, IdempotencyKeys, WalletCommands
+from .commands import CONSUMERS, IdempotencyKeys, SlowCommits, WalletCommands
 from .faults import Faults
 from .http_api import build_app
 from .postgres import redact_dsn
@@ -41,6 +41,7 @@ class ServeOptions:
     access_log: bool = False
     pool_size: int = 16  # per process
     workers: int = 1  # HTTP processes sharing the port; the projectors run in the first only
+    slow_commits: SlowCommits | None = None  # None: every command commits at once
 
 
 async def open_pool(dsn: str, size: int) -> asyncpg.Pool:
@@ -69,12 +70,13 @@ def _stop_on_signals(stopping: asyncio.Event) -> None:
 
 async def _run_projectors(
     dsn: str, pool: asyncpg.Pool, faults: Faults, names: list[str], stopping: asyncio.Event
-) -> list[asyncio.Task]:
+) -> tuple[list[str], list[asyncio.Task]]:
+    """Start the named projectors and their listener: the consumers running, and the tasks."""
     projectors = build_projectors(pool, faults, names)
     tasks = [asyncio.create_task(p.run(stopping), name=p.name) for p in projectors]
     if projectors:
         tasks.append(asyncio.create_task(listen_for_outbox(dsn, projectors, stopping)))
-    return tasks
+    return [p.name for p in projectors], tasks
 
 
 async def serve(
@@ -90,7 +92,8 @@ async def serve(
     stopping = asyncio.Event()
     _stop_on_signals(stopping)
     pool = await open_pool(options.dsn, options.pool_size)
-    app = build_app(pool, WalletCommands(pool, faults), IdempotencyKeys(pool, faults))
+    commands = WalletCommands(pool, faults, options.slow_commits)
+    app = build_app(pool, commands, IdempotencyKeys(pool, faults), faults)
     runner = web.AppRunner(app, access_log=log if options.access_log else None)
     await runner.setup()
     if listener is None:
@@ -99,7 +102,7 @@ async def serve(
         site = web.SockSite(runner, listener, backlog=1024)
     await site.start()
     names = list(CONSUMERS) if options.projectors is None else options.projectors
-    tasks = await _run_projectors(options.dsn, pool, faults, names, stopping)
+    running, tasks = await _run_projectors(options.dsn, pool, faults, names, stopping)
     lost_worker: list[str] = []
     if workers:
         tasks.append(asyncio.create_task(_watch_workers(workers, stopping, lost_worker)))
@@ -107,9 +110,13 @@ async def serve(
         port = runner.addresses[0][1]
         active = ", ".join(f"{k}={v}" for k, v in faults.rates.items() if v) or "none"
         processes = f"; workers: {options.workers}" if options.workers > 1 else ""
+        slow = options.slow_commits
+        if slow and slow.ms > 0:
+            processes += f"; slow commits: {slow.ms:g} ms for {slow.share:g} of commands"
         print(
             f"reference_wallet: serving http://{options.host}:{port} on {redact_dsn(options.dsn)};"
-            f" projectors: {', '.join(names) or 'none'}; faults: {active}{processes}",
+            f" projectors: {', '.join(running) or 'none'};"
+            f" faults: {active}{processes}",
             flush=True,
         )
     try:
@@ -257,8 +264,8 @@ async def project(dsn: str, faults: Faults, names: list[str]) -> None:
     stopping = asyncio.Event()
     _stop_on_signals(stopping)
     pool = await open_pool(dsn, 4)
-    tasks = await _run_projectors(dsn, pool, faults, names, stopping)
-    print(f"reference_wallet: projecting {', '.join(names)} on {redact_dsn(dsn)}", flush=True)
+    running, tasks = await _run_projectors(dsn, pool, faults, names, stopping)
+    print(f"reference_wallet: projecting {', '.join(running)} on {redact_dsn(dsn)}", flush=True)
     try:
         await stopping.wait()
     finally:

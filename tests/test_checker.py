@@ -15,8 +15,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.wallet_world import World
 from wallet_users.consistency import check_consistency
-from wallet_users.consistency.facts import Facts, Lag, LedgerSummary, OutboxSummary, WriteSide
+from wallet_users.consistency.facts import (
+    Facts,
+    Lag,
+    LedgerSummary,
+    OutboxSummary,
+    SnapshotCheck,
+    WriteSide,
+)
 from wallet_users.consistency.report import KINDS, NOT_CHECKED, ConsistencyReport, Violation
 from wallet_users.consistency.schema import CONSUMERS
 from wallet_users.record import INDETERMINATE, OK, REJECTED, RunRecord
@@ -198,9 +206,21 @@ def _transfer_not_conserved(f: Facts) -> None:
     f.transfer_imbalances.append(("transfer-4", Decimal(-120), 1, f"{A} {C}"))
 
 
-def _outbox_gap(f: Facts) -> None:
+def _outbox_missing_versions(f: Facts) -> None:
     f.outbox[B].distinct_versions -= 1
     f.outbox[B].events -= 1
+
+
+def _outbox_extra_versions(f: Facts) -> None:
+    # a version the run never asked for, on the write side and in the outbox alike
+    f.write_side[B].version += 1
+    f.outbox[B].distinct_versions += 1
+    f.outbox[B].events += 1
+    f.outbox[B].max_version += 1
+
+
+def _ledger_snapshot_mismatch(f: Facts) -> None:
+    f.snapshots = {A: SnapshotCheck(4, 1, (2, Decimal(550), None))}
 
 
 def _unprocessed_event(f: Facts) -> None:
@@ -242,7 +262,9 @@ BREAKS = {
     "duplicate_reference_id": (_duplicate_reference_id, {"duplicate_reference_id"}),
     "duplicate_ledger_entry": (_duplicate_ledger_entry, {"duplicate_ledger_entry"}),
     "transfer_not_conserved": (_transfer_not_conserved, {"transfer_not_conserved"}),
-    "outbox_gap": (_outbox_gap, {"outbox_gap"}),
+    "outbox_missing_versions": (_outbox_missing_versions, {"outbox_missing_versions"}),
+    "outbox_extra_versions": (_outbox_extra_versions, {"outbox_extra_versions"}),
+    "ledger_snapshot_mismatch": (_ledger_snapshot_mismatch, {"ledger_snapshot_mismatch"}),
     "unprocessed_event": (_unprocessed_event, {"unprocessed_event"}),
     "event_processed_twice": (_event_processed_twice, {"event_processed_twice"}),
     "expected_balance": (_money_moved_unasked, {"expected_balance"}),
@@ -251,8 +273,11 @@ BREAKS = {
 }
 
 
+CLIENT_EVIDENCE = {"idempotency", "read_model_never_showed", "ledger_never_showed"}
+
+
 def test_every_kind_of_violation_has_a_fact_that_produces_it() -> None:
-    assert set(BREAKS) | {"idempotency"} == set(KINDS)
+    assert set(BREAKS) | CLIENT_EVIDENCE == set(KINDS)
 
 
 @pytest.mark.parametrize("kind", BREAKS)
@@ -517,3 +542,337 @@ def test_ledger_entries_in_an_unknowable_order_skip_the_chain_but_not_the_sum():
     ledger.signed_sum = Decimal(140)
     report = check_consistency(record, facts)
     assert set(report.violations) == {"ledger_sum_mismatch"}
+
+
+# --- root causes: each fault switch and each behaviour of the real Wallex, from its rows ----------
+
+
+def world_run(world: World | None = None, before=None) -> World:
+    """Four wallets, every kind of operation, replays answered from storage; `before(world, A,
+    B, C, D)` may switch a fault on before the operations."""
+    world = world or World()
+    a, b, c, d = (
+        world.create(n, i)
+        for n, i in (("w000000", 500), ("w000001", 300), ("w000002", 0), ("w000003", 800))
+    )
+    if before is not None:
+        before(world, a, b, c, d)
+    world.credit(a, 50).debit(b, 30).transfer(a, c, 120).transfer(b, a, 70, replay="stored")
+    world.credit(c, 15).debit(d, 100).transfer(d, b, 200).credit(a, 25, replay="stored")
+    world.debit(a, 40).transfer(c, d, 35).credit(b, 60)
+    return world
+
+
+def cause_keys(report: ConsistencyReport) -> set[str]:
+    return {cause.key for cause in report.causes}
+
+
+def test_a_clean_world_is_valid_with_no_cause() -> None:
+    world = world_run()
+    report = check_consistency(world.record, world.facts())
+    assert report.valid is True, report.to_dict()["summary"]
+    assert report.causes == [] and report.divergences == {}
+
+
+def _replays_again(world, a, b, c, d):
+    world.credit(a, 40, replay="again").transfer(d, c, 90, replay="again").debit(
+        b, 20, replay="again"
+    )
+
+
+def _replay_refused(world, a, b, c, d):
+    world.debit(b, 200, replay="refused")  # the replay found 100 left: refused for funds
+
+
+def _ledger_skip(world, a, b, c, d):
+    world.ledger_skip |= {(a, 3), (b, 2)}
+
+
+def _ledger_duplicate(world, a, b, c, d):
+    world.ledger_duplicate |= {(a, 3)}
+
+
+def _ledger_wrong_before(world, a, b, c, d):
+    world.ledger_wrong_before |= {(b, 3)}
+
+
+def _read_model_lost_update(world, a, b, c, d):
+    world.read_model_lost |= {(a, 3)}
+
+
+def _outbox_drop(world, a, b, c, d):
+    world.drop_outbox = True
+    world.credit(b, 45)
+
+
+def _overdraft(world, a, b, c, d):
+    world.debit(c, 20)  # c holds nothing yet: the service said yes
+
+
+def _initial_twice(world, a, b, c, d):
+    world.ledger_initial_twice = True
+
+
+def _read_404(world, a, b, c, d):
+    world.read_your_writes(d, "read model", 6, 6, "404")
+
+
+def _read_model_unbuilt(world, a, b, c, d):
+    world.read_model_unbuilt |= {a, b}
+
+
+def _third_consumer(world, a, b, c, d):
+    world.consumers = (*world.consumers, "kafka-publisher")
+
+
+# the behaviour, and the one cause it must be reported as (None: nothing to report)
+BEHAVIOURS = {
+    "replay-twice / keys-ignored": (_replays_again, "replays_applied_twice"),
+    "keys-ignored, replay refused for funds": (_replay_refused, "replays_applied_twice"),
+    "ledger-skip": (_ledger_skip, "ledger_entries_missing"),
+    "ledger-duplicate": (_ledger_duplicate, "ledger_entries_duplicated"),
+    "ledger-wrong-before": (_ledger_wrong_before, "ledger_entries_unchained"),
+    "read-model-lost-update": (_read_model_lost_update, "read_model_lost_updates"),
+    "outbox-drop": (_outbox_drop, "outbox_rows_missing"),
+    "overdraft": (_overdraft, "balances_below_zero"),
+    "ledger-initial-twice": (_initial_twice, "initial_balance_twice"),
+    "read-404": (_read_404, "read_endpoint_stale"),
+    "read-model-unbuilt": (_read_model_unbuilt, "read_model_not_built"),
+    "third-consumer": (_third_consumer, None),
+}
+
+
+@pytest.mark.parametrize("behaviour", BEHAVIOURS)
+def test_each_behaviour_is_reported_as_exactly_its_cause_explaining_every_violation(
+    behaviour: str,
+) -> None:
+    switch, expected = BEHAVIOURS[behaviour]
+    world = world_run(before=switch)
+    report = check_consistency(world.record, world.facts())
+    if expected is None:
+        assert report.valid is True, report.to_dict()["summary"]
+        assert report.causes == []
+        return
+    assert report.valid is False
+    assert cause_keys(report) == {expected}, [c.line() for c in report.causes]
+    assert report.unexplained() == {}, report.to_dict()["summary"]
+    (cause,) = report.causes
+    assert cause.wallets and cause.evidence, cause
+    assert cause.explained == report.violation_count()
+    assert report.cause_lines()[0] == f"  cause: {cause.line()}"
+
+
+@pytest.mark.parametrize("consumer", CONSUMERS)
+def test_a_projector_that_stopped_is_a_stall(consumer: str) -> None:
+    world = world_run()
+    world.stall(consumer, after=10)
+    report = check_consistency(world.record, world.facts())
+    assert cause_keys(report) == {"projector_stalled"}, [c.line() for c in report.causes]
+    assert report.unexplained() == {}, report.to_dict()["summary"]
+    assert consumer in report.causes[0].detail and consumer in report.causes[0].evidence
+
+
+@pytest.mark.parametrize("consumers", [(LEDGER,), (READ_MODEL,), CONSUMERS])
+def test_events_committed_after_a_higher_id_was_processed_are_skipped_events_not_a_stall(
+    consumers: tuple[str, ...],
+) -> None:
+    """checkpoint-by-id under slow commits: no processing row, below the checkpoint."""
+    world = world_run()
+    for consumer in consumers:
+        world.skip(consumer, {7, 12})
+    facts = world.facts()
+    assert all(facts.checkpoints[c] > 12 for c in consumers)
+    report = check_consistency(world.record, facts)
+    assert cause_keys(report) == {"events_skipped_by_projector"}, [c.line() for c in report.causes]
+    assert report.unexplained() == {}, report.to_dict()["summary"]
+    assert report.causes[0].title.startswith("events skipped by a projector: committed after")
+
+
+def test_marked_processed_without_an_entry_is_not_a_skip() -> None:
+    """ledger-skip leaves a processing row: the checkpoint and the rows tell it from a skip."""
+    world = world_run(before=_ledger_skip)
+    world.skip(LEDGER, {14})
+    report = check_consistency(world.record, world.facts())
+    assert cause_keys(report) == {"ledger_entries_missing", "events_skipped_by_projector"}
+
+
+def wallex_world(ryw_row: bool = False) -> World:
+    """The real Wallex as run: replays applied again, some ledger entries lost, the initial
+    balance twice, the read model mostly unbuilt, GET /wallets/{id} 404 for every read, a third
+    consumer."""
+    world = World()
+    world.consumers = (*world.consumers, "kafka-publisher")
+    world.ledger_initial_twice = True
+
+    def before(world, a, b, c, d):
+        world.read_model_unbuilt |= {a, b, c} | ({d} if not ryw_row else set())
+        world.ledger_skip |= {(b, 2), (d, 4)}
+        _replays_again(world, a, b, c, d)
+        world.read_your_writes(d, "read model", 9, 9, "404")
+        world.read_your_writes(d, "ledger", 9, 9, "balance 1700")
+
+    return world_run(world, before)
+
+
+@pytest.mark.parametrize("ryw_row", [False, True], ids=["its read model unbuilt", "its row built"])
+def test_the_wallex_behaviours_are_reported_as_their_causes_and_nothing_else(ryw_row: bool) -> None:
+    world = wallex_world(ryw_row)
+    report = check_consistency(world.record, world.facts())
+    expected = {
+        "replays_applied_twice",
+        "ledger_entries_missing",
+        "initial_balance_twice",
+        "read_model_not_built",
+    } | ({"read_endpoint_stale"} if ryw_row else set())
+    assert cause_keys(report) == expected, [c.line() for c in report.causes]
+    assert report.unexplained() == {}, {
+        k: [(v.wallet_id, v.expected, v.found, v.detail) for v in vs if not v.causes]
+        for k, vs in report.violations.items()
+    }
+    titles = {c.key: c.title for c in report.causes}
+    assert titles["read_model_not_built"] == f"read model not built for {4 - ryw_row} of 4 wallets"
+    # ordered by how much they explain
+    explained = [c.explained for c in report.causes]
+    assert explained == sorted(explained, reverse=True)
+    replays = next(c for c in report.causes if c.key == "replays_applied_twice")
+    assert {"idempotency", "expected_balance", "outbox_extra_versions"} <= set(replays.explains)
+
+
+def test_a_violation_no_cause_explains_stays_on_its_own() -> None:
+    world = world_run(before=_replays_again)
+    facts = world.facts()
+    a = world.wid("w000000")
+    facts.write_side[a].balance += 7  # besides the replay's second credit, 7 from nowhere
+    facts.read_model[a] += 7
+    report = check_consistency(world.record, facts)
+    alone = report.unexplained()
+    assert alone.get("expected_balance") == 1 and "conservation" in alone, alone
+    (violation,) = [v for v in report.violations["expected_balance"] if v.wallet_id == a]
+    assert violation.causes == []
+    assert "  not explained by a cause: " in "\n".join(report.cause_lines())
+
+
+def test_the_first_divergence_names_the_version_where_the_ledger_departs() -> None:
+    world = world_run(before=_ledger_skip)
+    report = check_consistency(world.record, world.facts())
+    b = world.wid("w000001")
+    divergence = report.divergences[b]["ledger"]
+    assert divergence["version"] == 2
+    assert "no ledger entry" in divergence["what"]
+    initial = world_run(before=_initial_twice)
+    report = check_consistency(initial.record, initial.facts())
+    assert report.divergences[world.wid("w000000")]["ledger"]["version"] == 0
+
+
+def test_the_first_divergence_of_a_read_model_names_the_version_it_stopped_at() -> None:
+    world = world_run(before=_read_model_lost_update)
+    report = check_consistency(world.record, world.facts())
+    a = world.wid("w000000")
+    read = report.divergences[a]["read_model"]
+    assert read["version"] == 3, read
+
+
+def test_an_acknowledged_snapshot_the_ledger_does_not_hold_is_a_violation() -> None:
+    world = world_run()
+    facts = world.facts()
+    a = world.wid("w000000")
+    facts.snapshots[a] = SnapshotCheck(8, 1, (4, Decimal(450), Decimal(460)))
+    report = check_consistency(world.record, facts)
+    assert kinds(report) == {"ledger_snapshot_mismatch"}
+    (violation,) = report.violations["ledger_snapshot_mismatch"]
+    assert (violation.wallet_id, violation.found) == (a, "balanceAfter 460")
+    assert violation.detail == "1 of 8 acknowledged snapshots, first at version 4"
+
+
+def test_causes_lead_the_json_report() -> None:
+    world = wallex_world()
+    data = check_consistency(world.record, world.facts()).to_dict()
+    assert list(data).index("causes") < list(data).index("summary")
+    assert data["causes"][0]["line"].startswith(data["causes"][0]["title"])
+    assert json.loads(json.dumps(data)) == data
+
+
+def test_without_event_versions_in_the_ledger_the_wallex_causes_come_from_counts() -> None:
+    """The real service's ledger keeps no eventVersion: missing entries are counted against the
+    processed events, the double initial balance found by its description."""
+    world = wallex_world()
+    world.ledger_versions = False
+    facts = world.facts()
+    report = check_consistency(world.record, facts)
+    assert cause_keys(report) == {
+        "replays_applied_twice",
+        "ledger_entries_missing",
+        "initial_balance_twice",
+        "read_model_not_built",
+    }, [c.line() for c in report.causes]
+    assert "acknowledged snapshots" in report.skipped
+    assert report.unexplained() == {}, report.to_dict()["summary"]
+
+
+def test_a_stall_before_a_wallet_was_created_counts_only_its_balance_changing_events() -> None:
+    """Its WalletCreated was never projected either, but that event has no ledger entry."""
+    world = world_run()
+    world.stall(LEDGER, after=2)  # before the second wallet's creation
+    report = check_consistency(world.record, world.facts())
+    assert cause_keys(report) == {"projector_stalled"}
+    assert report.unexplained() == {}, report.to_dict()["summary"]
+
+
+def test_a_stopped_projector_owns_the_late_commits_below_its_checkpoint() -> None:
+    """It stalled with an event committed late below its checkpoint: a live projector would
+    have taken that one in its next batch, so it is the stall's, not a skip."""
+    world = world_run()
+    world.stall(LEDGER, after=10)
+    world.skip(LEDGER, {8})
+    facts = world.facts()
+    assert facts.checkpoints[LEDGER] == 10
+    report = check_consistency(world.record, facts)
+    assert cause_keys(report) == {"projector_stalled"}, [c.line() for c in report.causes]
+    assert report.unexplained() == {}
+
+
+def test_a_replay_cut_short_by_the_stop_may_have_been_applied_again() -> None:
+    """The stop killed the user before the replay's answer came: the service executed it again,
+    the client never learnt it. In a run where replays are seen applied twice, that one is
+    within the cause's reach; in a run where none was, it explains nothing."""
+    world = world_run(before=_replays_again)
+    world.transfer(world.wid("w000003"), world.wid("w000001"), 55, replay="cut short")
+    report = check_consistency(world.record, world.facts())
+    assert cause_keys(report) == {"replays_applied_twice"}
+    assert report.unexplained() == {}, report.to_dict()["summary"]
+
+    alone = world_run()
+    alone.credit(alone.wid("w000000"), 30, replay="cut short")
+    report = check_consistency(alone.record, alone.facts())
+    assert report.causes == [] and report.unexplained()
+
+
+def test_the_readme_tables_name_every_kind_and_every_cause_as_the_code_does() -> None:
+    from wallet_users.consistency.causes import CAUSES
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for kind, meaning in KINDS.items():
+        assert f"| `{kind}` | {meaning} |" in readme, kind
+    for cause, meaning in CAUSES.items():
+        assert f"| `{cause}` | {meaning} |" in readme, cause
+    assert "`outbox_gap`" not in readme
+
+
+def test_each_cause_shows_the_first_divergence_of_its_own_evidence() -> None:
+    world = wallex_world()
+    report = check_consistency(world.record, world.facts())
+    lines = report.cause_lines()
+    for number, line in enumerate(lines):
+        if not line.startswith("  cause: "):
+            continue
+        cause = next(c for c in report.causes if line == f"  cause: {c.line()}")
+        follow = lines[number + 1 : number + 3]
+        divergence = [x for x in follow if x.startswith("    first divergence: ")]
+        if cause.key == "replays_applied_twice":
+            assert not divergence  # the ledger agrees with both acknowledged applications
+            continue
+        assert divergence, (cause.key, follow)
+        if cause.example_wallet:
+            assert divergence[0].startswith(f"    first divergence: {cause.example_wallet}: ")
+        part = "ledger at version" if cause.divergence_of == ("ledger",) else "read model at"
+        assert part in divergence[0] and ";" not in divergence[0], divergence[0]

@@ -287,6 +287,11 @@ def assert_a_clean_sharded_run(
     assert consistency["violations"] == {}
     assert consistency["unverified_wallets"] == []
     assert consistency["counts"].get("wallets", 0) >= WALLETS
+    # the workers' histories reached the master and were checked against the ledger
+    assert consistency["counts"].get("acknowledged_snapshots", 0) > WALLETS, explain
+    # the master's --run-time timed the load, which began when both shards were seeded
+    timed = re.search(r"^throughput: [\d.]+ ops/s over (\d+)s", master_output, re.M)
+    assert timed and int(timed.group(1)) == int(RUN_TIME.rstrip("s")), explain
 
 
 def load(run_time: str = RUN_TIME, users: int = USERS) -> list[str]:

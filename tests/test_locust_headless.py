@@ -5,11 +5,21 @@ Locust's own request statistics."""
 from __future__ import annotations
 
 import re
+import signal
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.locust_support import LocustRun, closed_port, run_headless
+from tests.locust_support import (
+    PROJECT_ROOT,
+    LocustRun,
+    closed_port,
+    locust_command,
+    locust_env,
+    run_headless,
+)
+from tests.polling import wait_until
 from wallet_users.record import OK, RunRecord
 
 pytestmark = pytest.mark.timeout(240)
@@ -229,3 +239,63 @@ def test_with_no_host_the_run_starts_and_uses_the_embedded_reference_service(
     assert re.search(r"target http://127\.0\.0\.1:\d+ \(embedded reference_wallet\)", run.output)
     for name in MUTATIONS:
         assert run.requests(name) > 0, run.explain()
+
+
+# --- the run time is the load's -------------------------------------------------------------------
+
+
+def test_the_run_time_counts_from_the_end_of_seeding_so_a_long_seeding_still_loads(
+    reference_wallet, tmp_path: Path
+) -> None:
+    """Locust's --run-time timer starts with the test, before test_start has seeded: a seeding
+    longer than -t used to take the whole run, send nothing and pass. Now the load gets its -t."""
+    service = reference_wallet()
+    run = run_headless(
+        *("-u", "4", "-r", "4", "-t", "1s", "--only-summary", "--wallets", "2000"),
+        *("--host", service.url, "--pg-dsn", service.dsn, "--settle-timeout", "30"),
+        *("--report-dir", str(tmp_path / "reports")),
+        tmp_path=tmp_path,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.explain()
+    seeded = re.search(r"^wallets: 2000/2000 created \(100\.0%\) in ([\d.]+)s", run.output, re.M)
+    assert seeded, run.explain()
+    assert float(seeded.group(1)) > 1.0, "the seeding did not outlast -t: nothing shown"
+    assert summary_figure(run, r"^operations: (\d+) ok") > 0, run.explain()
+    assert re.search(r"^throughput: [\d.]+ ops/s over 1s", run.output, re.M), run.explain()
+    assert run.lines_starting("  ok   load: "), run.explain()
+    assert run.verdict() == "PASS", run.explain()
+
+
+def test_a_run_stopped_while_seeding_fails_saying_so_with_exit_code_1(
+    reference_wallet, tmp_path: Path
+) -> None:
+    """No load, no pass: SIGTERM during the seeding of 20,000 wallets."""
+    service = reference_wallet()
+    args = locust_command(
+        *("--headless", "-u", "4", "-r", "4", "-t", "10s", "--wallets", "20000"),
+        *("--host", service.url, "--pg-dsn", service.dsn, "--settle-timeout", "5"),
+        *("--report-dir", str(tmp_path / "reports"), "--only-summary"),
+    )
+    with (tmp_path / "out").open("w+") as out, (tmp_path / "err").open("w+") as err:
+        locust = subprocess.Popen(args, cwd=PROJECT_ROOT, env=locust_env(), stdout=out, stderr=err)
+        try:
+            wait_until(
+                lambda: "seeding wallets: " in (tmp_path / "err").read_text(), 60, "the seeding"
+            )
+            locust.send_signal(signal.SIGTERM)
+            returncode = locust.wait(timeout=60)
+        finally:
+            if locust.poll() is None:
+                locust.kill()
+                locust.wait()
+        out.seek(0), err.seek(0)
+        run = LocustRun(returncode, out.read(), err.read())
+    assert "Traceback" not in run.output, run.explain()
+    verdict = run.verdict()
+    assert re.match(
+        r"FAIL: load: no operation was acknowledged: the run stopped while seeding"
+        r" \(\d+/20000 wallets created in [\d.]+s\)",
+        verdict,
+    ), run.explain()
+    assert run.returncode == 1, run.explain()

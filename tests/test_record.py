@@ -240,3 +240,32 @@ def test_the_expected_range_always_holds_the_balance_of_the_acknowledged_operati
         fewest, most = tally.expected_entries()
         assert fewest <= most
         assert most - fewest == tally.indeterminate
+
+
+def test_the_evidence_for_causes_survives_saving_and_merging() -> None:
+    record = RunRecord("r")
+    record.wallet_created("a", OK, Decimal(100))
+    record.wallet_created("b", OK, Decimal(100))
+    record.replay("a", False, [("a", Decimal(-30)), ("b", Decimal(30))], "version 4 -> 5")
+    record.replay("a", False, difference="status 201 -> 400", refused_again=True)
+    record.replay_sent([("b", Decimal(20))])
+    record.read_checked("a", "read model", False, "404")
+    record.read_checked("a", "read model", True)
+    again = RunRecord.from_dict(json.loads(json.dumps(record.to_dict())))
+    a, b = again.wallets["a"], again.wallets["b"]
+    assert (a.replays_applied_again, a.again_sum, a.replays_refused_again) == (1, Decimal(-30), 1)
+    assert (b.replays_applied_again, b.again_sum, b.replays_in_doubt, b.replay_doubt_in) == (
+        1,
+        Decimal(30),
+        1,
+        Decimal(20),
+    )
+    assert a.replay_difference == "status 201 -> 400"
+    assert again.read_counts("read model") == (2, 1)
+    assert a.unseen_answer == {"read model": "404"}
+    record.merge(again)
+    assert record.wallets["b"].again_sum == Decimal(60)
+    assert record.read_counts("read model") == (4, 2)
+    # wallets with none of it keep the saved record as small as before
+    record.wallet_created("c", OK, Decimal(5))
+    assert "again_sum" not in record.to_dict()["wallets"]["c"]

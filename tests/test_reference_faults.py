@@ -31,6 +31,13 @@ def test_every_fault_switch_has_its_expected_symptoms_listed():
     assert set(FAULT_SYMPTOMS) == set(FAULTS)
 
 
+def test_the_readme_fault_table_is_faults_row_for_row():
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    rows = [line for line in readme.splitlines() if line.startswith("| `") and line.count("|") == 3]
+    table = [row for row in rows if row.split("`")[1] in FAULTS]
+    assert table == [f"| `{name}` | {text} |" for name, text in FAULTS.items()]
+
+
 def test_without_faults_the_scripted_workload_leaves_the_database_consistent(
     reference_wallet, database_dsn
 ):

@@ -10,7 +10,7 @@ import pytest
 
 from tests.locust_support import suite_options_from
 from wallet_users.record import INDETERMINATE, OK, REJECTED, RunRecord
-from wallet_users.wiring.thresholds import judge, operation_counts
+from wallet_users.wiring.thresholds import LoadFigures, judge, operation_counts
 
 
 def record_with(
@@ -39,7 +39,7 @@ def verdict(record: RunRecord, *argv: str, p95: float | None = 12.0) -> dict[str
 
 def test_a_clean_run_passes_creation_and_operations_and_has_no_latency_bound_by_default() -> None:
     result = verdict(record_with(ok=100))
-    assert set(result) == {"wallet creation", "operation success", "idempotent replays"}
+    assert set(result) == {"load", "wallet creation", "operation success", "idempotent replays"}
     assert result["wallet creation"] == (True, "wallet creation 100.0% (20/20) >= 95%")
     assert result["operation success"][0]
     assert "100.0% (100/100, 0 refused for funds apart) >= 90%" in result["operation success"][1]
@@ -118,9 +118,14 @@ def test_the_p95_bound_is_judged_only_when_set(p95: float | None, passed: bool, 
 
 
 def test_every_threshold_says_its_result_in_one_line_naming_it() -> None:
-    record = record_with(created=1, not_created=1, ok=1, rejected=1)
+    record = record_with(created=1, not_created=1, ok=0, rejected=1)
     record.replay("w0", matched=False)
-    for threshold in judge(record, suite_options_from("--max-p95-ms", "1"), 999.0):
+    record.read_checked("w0", "read model", False, "404")
+    record.read_checked("w0", "ledger", False, "balance 10")
+    options = suite_options_from("--max-p95-ms", "1", "--max-staleness-ms", "5")
+    thresholds = judge(record, options, 999.0, staleness_p95={"read model": 80.0})
+    assert {"load", "read model", "ledger", "staleness p95"} <= {t.name for t in thresholds}
+    for threshold in thresholds:
         assert not threshold.passed
         assert "\n" not in threshold.line
         assert threshold.line.startswith(threshold.name)
@@ -138,3 +143,91 @@ def test_dropped_operations_fail_the_run_only_above_the_bound_and_only_when_one_
     counts.dropped = 21
     (dropped,) = [t for t in judge(record, bounded, 12.0, counts) if t.name == "dropped operations"]
     assert (dropped.passed, dropped.line) == (False, "dropped operations 10.5% (21/200) > 10%")
+
+
+# --- no load, no pass ----------------------------------------------------------------------------
+
+
+def test_a_run_with_no_acknowledged_operation_fails_and_says_why() -> None:
+    options = suite_options_from()
+    stopped_seeding = LoadFigures(began=False, seeded=4100, planned=20000, seed_seconds=10.2)
+    (load,) = [
+        t for t in judge(record_with(ok=0), options, None, load=stopped_seeding) if t.name == "load"
+    ]
+    assert load == (
+        load.__class__(
+            "load",
+            False,
+            "load: no operation was acknowledged: the run stopped while seeding"
+            " (4100/20000 wallets created in 10.2s)",
+        )
+    )
+    nothing_sent = judge(record_with(ok=0), options, None, load=LoadFigures(seconds=10.0))
+    assert [t.line for t in nothing_sent if t.name == "load"] == [
+        "load: no operation was acknowledged: none was sent in 10.0s of load"
+    ]
+    refused = judge(record_with(ok=0, rejected=3, indeterminate=2), options, None)
+    (line,) = [t.line for t in refused if t.name == "load"]
+    assert line.endswith("5 sent: 0 refused for funds, 3 rejected, 2 indeterminate")
+
+
+def test_a_run_with_acknowledged_operations_passes_the_load_threshold() -> None:
+    result = {
+        t.name: t
+        for t in judge(record_with(ok=7), suite_options_from(), 12.0, load=LoadFigures(seconds=9.6))
+    }
+    assert result["load"].passed
+    assert result["load"].line == "load: 7 operations acknowledged in 10s of load"
+
+
+# --- read-your-writes ----------------------------------------------------------------------------
+
+
+def test_a_read_endpoint_that_never_shows_a_write_fails_the_run_with_a_line() -> None:
+    record = record_with(ok=10)
+    for shown in (False, False, True):
+        record.read_checked("w1", "read model", shown, "404")
+    for _ in range(3):
+        record.read_checked("w1", "ledger", True)
+    result = verdict(record)
+    assert result["read model"] == (
+        False,
+        "read model never showed 2 of 3 writes within 5s (last answers: 404)",
+    )
+    assert result["ledger"] == (True, "ledger showed 3/3 writes within 5s")
+
+
+def test_no_read_your_writes_user_means_no_visibility_line() -> None:
+    assert "read model" not in verdict(record_with(ok=10))
+
+
+@pytest.mark.parametrize(
+    ("staleness", "passed", "line"),
+    [
+        (
+            {"read model": 40.0, "ledger": 90.0},
+            True,
+            "staleness p95 ledger 90 ms, read model 40 ms <= 100 ms",
+        ),
+        (
+            {"read model": 40.0, "ledger": 130.0},
+            False,
+            "staleness p95 ledger 130 ms, read model 40 ms > 100 ms",
+        ),
+        (
+            {"read model": None, "ledger": None},
+            False,
+            "staleness p95 n/a: no read-your-writes staleness was measured (bound 100 ms)",
+        ),
+    ],
+)
+def test_the_staleness_bound_is_judged_only_when_set(staleness, passed, line) -> None:
+    record = record_with(ok=10)
+    assert "staleness p95" not in {
+        t.name for t in judge(record, suite_options_from(), 1.0, staleness_p95=staleness)
+    }
+    options = suite_options_from("--max-staleness-ms", "100")
+    (result,) = [
+        t for t in judge(record, options, 1.0, staleness_p95=staleness) if t.name == "staleness p95"
+    ]
+    assert (result.passed, result.line) == (passed, line)

@@ -12,6 +12,7 @@ from pathlib import Path
 from .consistency import CheckError, Schema, SchemaError, run_check
 from .dsn import redact_dsn
 from .record import RunRecord
+from .record.history import FILE_NAME, RunHistory
 from .usage import OneLineArgumentParser
 from .wiring.target import embedded_dsn
 
@@ -58,10 +59,17 @@ def main(argv: list[str] | None = None) -> int:
         schema = Schema.with_overrides(args.schema_overrides)
     except SchemaError as error:
         parser.error(f"--schema-overrides: {error}")
+    history_path = args.run_record.with_name(FILE_NAME)
+    try:
+        history = RunHistory.load(history_path) if history_path.exists() else None
+    except (OSError, ValueError) as error:
+        parser.error(f"cannot read the run's history {history_path}: {error}")
     report_path = args.report or args.run_record.with_name("consistency-recheck.json")
     dsn = args.pg_dsn or embedded_dsn()
     try:
-        report = run_check(dsn, record, schema=schema, settle_timeout=args.settle_timeout)
+        report = run_check(
+            dsn, record, schema=schema, settle_timeout=args.settle_timeout, history=history
+        )
     except CheckError as error:
         from .consistency import not_checked
 

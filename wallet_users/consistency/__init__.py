@@ -14,7 +14,8 @@ import psycopg
 
 from ..dsn import redact_dsn
 from ..record import INDETERMINATE, RunRecord
-from .checker import check_consistency, wallets_in_scope
+from ..record.history import RunHistory
+from .checker import check_consistency, needs_detail, wallets_in_scope
 from .reading import (
     CheckError,
     connect,
@@ -53,8 +54,10 @@ def run_check(
     schema: Schema | None = None,
     settle_timeout: float = 60.0,
     sleep: Callable[[float], None] = time.sleep,
+    history: RunHistory | None = None,
 ) -> ConsistencyReport:
-    """Wait for the projectors to drain the run's events, read the facts, decide.
+    """Wait for the projectors to drain the run's events, read the facts (the history of
+    acknowledged answers against the ledger, and the broken wallets' rows), decide.
     Raises CheckError when the check cannot run at all (database unreachable, refused, empty)."""
     schema = schema or Schema()
     target = redact_dsn(dsn)
@@ -80,7 +83,13 @@ def run_check(
                     log.warning(
                         "projectors did not drain within %.0fs: %s", settle_timeout, backlog
                     )
-            facts = read_facts(conn, schema, wallet_ids)
+            facts = read_facts(
+                conn,
+                schema,
+                wallet_ids,
+                history=history,
+                needs_detail=lambda found: needs_detail(record, found),
+            )
         except psycopg.Error as error:
             raise CheckError(f"query failed: {str(error).strip().splitlines()[0]}") from None
     report = check_consistency(record, facts, schema, target)

@@ -13,7 +13,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 from ..record import INDETERMINATE, KINDS, OK, RunRecord
-from .facts import Facts, LedgerSummary
+from .causes import attribute_causes, first_divergences
+from .facts import Facts, LedgerSummary, SnapshotCheck
 from .report import INVALID, VALID, ConsistencyReport, Violation
 from .schema import Schema
 
@@ -25,11 +26,46 @@ def check_consistency(
 ) -> ConsistencyReport:
     schema = schema or Schema()
     report = ConsistencyReport(status=VALID, run_id=record.run_id, target=target)
-    found: list[Violation] = []
     wallets = wallets_in_scope(record)
     report.unverified_wallets = sorted(record.unverified & set(wallets))
     _note_skipped(report, facts)
+    found = find_violations(record, facts, schema, wallets)
+    for violation in found:
+        report.violations.setdefault(violation.kind, []).append(violation)
+    report.causes = attribute_causes(record, facts, found)
+    report.divergences = first_divergences(record, facts, found)
+    report.counts = _counts(wallets, facts)
+    report.lag_ms = {
+        consumer: {
+            "events": lag.events,
+            "p50": lag.p50_ms,
+            "p95": lag.p95_ms,
+            "p99": lag.p99_ms,
+            "max": lag.max_ms,
+        }
+        for consumer, lag in (facts.lag or {}).items()
+    }
+    if found:
+        report.status = INVALID
+    return report
 
+
+def needs_detail(record: RunRecord, facts: Facts) -> list[str]:
+    """The wallets whose rows the causes and first divergences need: every wallet a violation
+    names, in id order. Called by the SQL side between its two reads, so it reads no more than
+    the broken wallets' rows."""
+    named = {v.wallet_id for v in find_violations(record, facts, Schema()) if v.wallet_id}
+    for _, _, _, wallet_ids in facts.transfer_imbalances or []:
+        named.update(wallet_ids.split(" "))
+    return sorted(named & set(record.wallets))
+
+
+def find_violations(
+    record: RunRecord, facts: Facts, schema: Schema, wallets: list[str] | None = None
+) -> list[Violation]:
+    """Every violation of the run, per wallet in id order, then the run-wide ones."""
+    found: list[Violation] = []
+    wallets = wallets_in_scope(record) if wallets is None else wallets
     for wallet_id in wallets:
         tally = record.wallets[wallet_id]
         write = facts.write_side.get(wallet_id) if facts.write_side is not None else None
@@ -53,8 +89,11 @@ def check_consistency(
             found += check_ledger_chain(wallet_id, ledger, schema)
             if balance is not None:
                 found += check_ledger_balance(wallet_id, balance, ledger, schema)
+        if facts.snapshots is not None and wallet_id in facts.snapshots:
+            found += check_snapshots(wallet_id, facts.snapshots[wallet_id], schema)
         if facts.outbox is not None and write is not None:
             found += check_outbox(wallet_id, write.version, facts.outbox.get(wallet_id), schema)
+        found += check_visibility(wallet_id, tally, schema)
         if wallet_id in record.unverified:
             continue
         if balance is not None:
@@ -65,9 +104,13 @@ def check_consistency(
                 found.append(
                     _v("expected_balance", wallet_id, expected, balance, schema, "wallets", off)
                 )
+        fewest, most = tally.expected_entries()
+        if facts.outbox is not None and write is not None and write.version is not None:
+            found += check_versions_acknowledged(
+                wallet_id, write.version, facts.outbox.get(wallet_id), fewest, most, schema
+            )
         if facts.ledger is not None:
             entries = facts.ledger[wallet_id].entries if wallet_id in facts.ledger else 0
-            fewest, most = tally.expected_entries()
             if not fewest <= entries <= most:
                 expected = fewest if fewest == most else f"{fewest}..{most}"
                 off = min(abs(entries - fewest), abs(entries - most))
@@ -92,28 +135,13 @@ def check_consistency(
                     schema,
                     "ledger_entries",
                     tally.replay_mismatches,
+                    f"e.g. {tally.replay_difference}" if tally.replay_difference else "",
                 )
             )
 
     found += check_duplicates(facts, schema)
     found += check_conservation(record, wallets, facts, schema)
-
-    for violation in found:
-        report.violations.setdefault(violation.kind, []).append(violation)
-    report.counts = _counts(wallets, facts)
-    report.lag_ms = {
-        consumer: {
-            "events": lag.events,
-            "p50": lag.p50_ms,
-            "p95": lag.p95_ms,
-            "p99": lag.p99_ms,
-            "max": lag.max_ms,
-        }
-        for consumer, lag in (facts.lag or {}).items()
-    }
-    if found:
-        report.status = INVALID
-    return report
+    return found
 
 
 def wallets_in_scope(record: RunRecord) -> list[str]:
@@ -252,23 +280,36 @@ def check_ledger_balance(
 
 
 def check_outbox(wallet_id: str, version: int | None, outbox, schema: Schema) -> list[Violation]:
+    """The outbox holds one event per write-side version 0..version: none missing, none beyond."""
     found = []
     if version is not None:
-        expected_versions = version + 1  # versions 0..version, one event each
         have = outbox.distinct_versions if outbox else 0
-        beyond = (
-            outbox is not None and outbox.max_version is not None and outbox.max_version > version
-        )
-        if have < expected_versions or beyond:
+        top = outbox.max_version if outbox is not None else None
+        beyond = top is not None and top > version
+        if not beyond and have < version + 1:
             found.append(
                 _v(
-                    "outbox_gap",
+                    "outbox_missing_versions",
                     wallet_id,
                     f"versions 0..{version}",
-                    f"{have} versions" + (f", up to {outbox.max_version}" if outbox else ""),
+                    f"{have} versions",
                     schema,
                     "outbox",
-                    abs(expected_versions - have) + int(beyond),
+                    version + 1 - have,
+                    f"{version + 1 - have} write-side versions have no outbox event",
+                )
+            )
+        if beyond:
+            found.append(
+                _v(
+                    "outbox_extra_versions",
+                    wallet_id,
+                    f"versions 0..{version}",
+                    f"versions up to {top}",
+                    schema,
+                    "outbox",
+                    top - version,
+                    "outbox events beyond the write side's version",
                 )
             )
     if outbox is None:
@@ -299,6 +340,75 @@ def check_outbox(wallet_id: str, version: int | None, outbox, schema: Schema) ->
                     "outbox",
                     twice,
                     f"consumer {consumer}",
+                )
+            )
+    return found
+
+
+def check_versions_acknowledged(
+    wallet_id: str, version: int, outbox, fewest: int, most: int, schema: Schema
+) -> list[Violation]:
+    """A stream holds versions 0..n for n balance-changing events (the initial balance one of
+    them): more than the run's acknowledged operations imply is an event the run never asked
+    for, e.g. a replay executed again."""
+    top = max(version, outbox.max_version if outbox and outbox.max_version is not None else 0)
+    if top <= most:
+        return []
+    expected = f"versions up to {most}" if fewest == most else f"versions up to {fewest}..{most}"
+    return [
+        _v(
+            "outbox_extra_versions",
+            wallet_id,
+            expected,
+            f"versions up to {top}",
+            schema,
+            "outbox",
+            top - most,
+            f"{top - most} more than the run's acknowledged operations imply",
+        )
+    ]
+
+
+def check_snapshots(wallet_id: str, check: SnapshotCheck, schema: Schema) -> list[Violation]:
+    """What the service acknowledged at a version is what the ledger entry of that version says."""
+    if not check.mismatched or check.first is None:
+        return []
+    version, acknowledged, ledger = check.first
+    return [
+        _v(
+            "ledger_snapshot_mismatch",
+            wallet_id,
+            f"balanceAfter {acknowledged} at version {version}",
+            "no entry" if ledger is None else f"balanceAfter {ledger}",
+            schema,
+            "ledger_entries",
+            check.mismatched,
+            f"{check.mismatched} of {check.checked} acknowledged snapshots, first at version"
+            f" {version}",
+        )
+    ]
+
+
+def check_visibility(wallet_id: str, tally, schema: Schema) -> list[Violation]:
+    """Read-your-writes, from the client's own polls: a write the service acknowledged that an
+    endpoint never showed within --visibility-timeout."""
+    found = []
+    for endpoint, kind, table in (
+        ("read model", "read_model_never_showed", "wallets_read_model"),
+        ("ledger", "ledger_never_showed", "ledger_entries"),
+    ):
+        unseen = tally.reads_unseen.get(endpoint, 0)
+        if unseen:
+            found.append(
+                _v(
+                    kind,
+                    wallet_id,
+                    "every acknowledged write shown",
+                    f"{unseen} of {tally.reads_checked.get(endpoint, 0)} never shown",
+                    schema,
+                    table,
+                    unseen,
+                    f"last answer: {tally.unseen_answer.get(endpoint, '')}",
                 )
             )
     return found
@@ -383,14 +493,24 @@ def check_conservation(
 
 
 def _counts(wallets: list[str], facts: Facts) -> dict[str, int]:
-    return {
+    counts = {
         "wallets": len(wallets),
         "ledger_entries": sum(s.entries for s in (facts.ledger or {}).values()),
         "outbox_events": sum(s.events for s in (facts.outbox or {}).values()),
     }
+    if facts.snapshots:
+        counts["acknowledged_snapshots"] = sum(c.checked for c in facts.snapshots.values())
+    return counts
 
 
 def _note_skipped(report: ConsistencyReport, facts: Facts) -> None:
+    if facts.snapshots is None and facts.snapshots_skipped and facts.ledger is not None:
+        report.skipped["acknowledged snapshots"] = facts.snapshots_skipped
+    if facts.details_left_out:
+        report.skipped["causes"] = (
+            f"{facts.details_left_out} inconsistent wallets beyond the first"
+            " were not read row by row: their violations may stay unexplained"
+        )
     ambiguous = sum(1 for s in (facts.ledger or {}).values() if s.ambiguous_order)
     if ambiguous:
         report.skipped["ledger order"] = (
@@ -402,6 +522,7 @@ def _note_skipped(report: ConsistencyReport, facts: Facts) -> None:
         "read model": ["wallets_read_model"],
         "ledger (chain, sums, duplicates, transfers)": ["ledger_entries"],
         "outbox processing and projection lag": ["outbox", "outbox_consumer_processing"],
+        "projector checkpoints (skipped events told from a stall)": ["projector_checkpoints"],
     }
     for check, tables in needs.items():
         missing = [facts.tables_missing[t] for t in tables if t in facts.tables_missing]

@@ -27,6 +27,7 @@ class LedgerSummary:
     first_arithmetic: tuple[str, Decimal, Decimal, Decimal] | None = None
     # entries with no eventVersion sharing a createdAt: their order, so the chain, is unknown
     ambiguous_order: int = 0
+    unversioned: int = 0  # entries with no metadata.eventVersion
 
 
 @dataclass
@@ -39,6 +40,52 @@ class OutboxSummary:
     unprocessed: dict[str, int] = field(default_factory=dict)
     processed_twice: dict[str, int] = field(default_factory=dict)
     example_event: int | None = None
+
+
+@dataclass
+class SnapshotCheck:
+    """One wallet's acknowledged snapshots against the ledger entry of each one's version."""
+
+    checked: int
+    mismatched: int
+    # the first (lowest version) mismatch: version, acknowledged balance, the ledger's
+    # balanceAfter at that version (None: no entry)
+    first: tuple[int, Decimal, Decimal | None] | None = None
+
+
+@dataclass(frozen=True)
+class EventRow:
+    """One outbox event of a wallet, and how many processing rows each consumer has for it."""
+
+    outbox_id: int
+    version: int | None
+    event_type: str
+    amount: Decimal | None  # payload.amount, for the balance-changing events
+    processed: dict[str, int]  # consumer -> processing rows
+    transfer_id: str | None = None  # metadata.transferId, for a transfer's legs
+
+
+@dataclass(frozen=True)
+class EntryRow:
+    """One ledger entry of a wallet, in the ledger's order."""
+
+    entry_id: str
+    version: int | None  # metadata.eventVersion, where the projector keeps it
+    signed: Decimal
+    before: Decimal
+    after: Decimal
+    description: str | None
+    transfer_id: str | None = None  # metadata.transferId
+
+
+@dataclass
+class WalletDetail:
+    """Everything about one inconsistent wallet the causes and its first divergence are read
+    from: its outbox events, its ledger entries and what the service acknowledged for it."""
+
+    events: list[EventRow] = field(default_factory=list)
+    entries: list[EntryRow] = field(default_factory=list)
+    acknowledged: list = field(default_factory=list)  # record.history.Snapshot, version order
 
 
 @dataclass
@@ -63,3 +110,10 @@ class Facts:
     duplicate_event_entries: list[tuple[str, str, int]] | None = None  # wallet, eventId, copies
     transfer_imbalances: list[tuple[str, Decimal, int, str]] | None = None  # id, net, legs, wallets
     lag: dict[str, Lag] | None = None
+    checkpoints: dict[str, int | None] | None = None  # consumer -> last_processed_id
+    # per wallet: acknowledged snapshots against the ledger (None: not checked, see why)
+    snapshots: dict[str, SnapshotCheck] | None = None
+    snapshots_skipped: str = ""  # why the snapshots were not checked, if they were not
+    # read for the inconsistent wallets only, in the same snapshot (see checker.needs_detail)
+    details: dict[str, WalletDetail] = field(default_factory=dict)
+    details_left_out: int = 0  # inconsistent wallets beyond the detail cap

@@ -12,14 +12,27 @@ from decimal import Decimal
 import psycopg
 from psycopg import conninfo, sql
 
+from ..record.history import RunHistory
 from ..record.ids import run_regex
-from .facts import Facts, Lag, LedgerSummary, OutboxSummary, WriteSide
+from .facts import (
+    EntryRow,
+    EventRow,
+    Facts,
+    Lag,
+    LedgerSummary,
+    OutboxSummary,
+    SnapshotCheck,
+    WalletDetail,
+    WriteSide,
+)
 from .schema import CONSUMERS, DEFAULT_SCHEMA, Schema
 
 log = logging.getLogger(__name__)
 
 # Sent in binary: dumping 100,000 ids as a text array costs the client about 0.2 s per query.
 RUN_WALLETS = sql.SQL("run_wallets(id) AS (SELECT unnest(%(ids)b::text[]))")
+# Inconsistent wallets whose rows are read for their causes and first divergence, at most.
+DETAIL_CAP = 20_000
 # Memory for each sort and hash of the check's queries: with the server's default (often 4 MB)
 # a large run's sorts and hashes spill to temporary files.
 WORK_MEM = "64MB"
@@ -136,8 +149,14 @@ def read_facts(
     schema: Schema,
     wallet_ids: list[str],
     statement_timeout_s: float = 120,
+    *,
+    history: RunHistory | None = None,
+    needs_detail: Callable[[Facts], list[str]] | None = None,
+    detail_cap: int = DETAIL_CAP,
 ) -> Facts:
-    """Read every fact the checker needs in one read-only REPEATABLE READ snapshot."""
+    """Read every fact the checker needs in one read-only REPEATABLE READ snapshot: the
+    set-based aggregates over the run's wallets, the acknowledged snapshots against the ledger,
+    then, for the wallets `needs_detail` (the checker's own choice) names, their rows."""
     facts = Facts(tables_missing=missing_tables(conn, schema))
     params = {"ids": wallet_ids, "consumers": list(CONSUMERS)}
     conn.autocommit = False
@@ -161,9 +180,16 @@ def read_facts(
                 facts.duplicate_references = _duplicate_references(conn, schema, params)
                 facts.duplicate_event_entries = _duplicate_event_entries(conn, schema, params)
                 facts.transfer_imbalances = _transfer_imbalances(conn, schema, params)
+                _check_snapshots(conn, schema, params, facts, history)
             if have("outbox", "outbox_consumer_processing"):
                 facts.outbox = _outbox(conn, schema, params)
                 facts.lag = _lag(conn, schema, params)
+            if have("projector_checkpoints"):
+                facts.checkpoints = _checkpoints(conn, schema)
+            if needs_detail is not None:
+                flagged = needs_detail(facts)
+                facts.details_left_out = max(0, len(flagged) - detail_cap)
+                facts.details = _details(conn, schema, flagged[:detail_cap], facts, history)
     finally:
         conn.autocommit = True
     return facts
@@ -228,7 +254,8 @@ def _ledger(conn, schema: Schema, params) -> dict[str, LedgerSummary]:
            -- no event version and the same createdAt as a neighbour: the order is a guess
            ({metadata} ->> 'eventVersion' IS NULL
             AND ({createdAt} = lag({createdAt}) OVER w OR {createdAt} = lead({createdAt}) OVER w))
-               AS tied
+               AS tied,
+           {metadata} ->> 'eventVersion' IS NULL AS unversioned
       FROM {table} AS l JOIN run_wallets AS r ON r.id = {walletId}
     WINDOW w AS (PARTITION BY {walletId} ORDER BY {order})
 ), flagged AS (
@@ -244,7 +271,7 @@ SELECT wallet_id, count(*), sum(signed),
             FILTER (WHERE chain_break))[1:1],
        (array_agg(ARRAY[entry_id, before::text, signed::text, after::text] ORDER BY position)
             FILTER (WHERE arithmetic_break))[1:1],
-       count(*) FILTER (WHERE tied)
+       count(*) FILTER (WHERE tied), count(*) FILTER (WHERE unversioned)
   FROM flagged GROUP BY wallet_id"""
     ).format(run=RUN_WALLETS, **c)
     summaries = {}
@@ -261,6 +288,7 @@ SELECT wallet_id, count(*), sum(signed),
             chain_ex,
             arith_ex,
             tied,
+            unversioned,
         ) = row
         summaries[wallet] = LedgerSummary(
             entries=n,
@@ -277,6 +305,7 @@ SELECT wallet_id, count(*), sum(signed),
             if arith_ex
             else None,
             ambiguous_order=tied,
+            unversioned=unversioned,
         )
     return summaries
 
@@ -386,3 +415,137 @@ def _lag(conn, schema: Schema, params) -> dict[str, Lag]:
     for consumer, n, (p50, p95, p99), worst in conn.execute(query, params):
         lags[consumer] = Lag(n, p50 * 1000, p95 * 1000, p99 * 1000, float(worst) * 1000)
     return lags
+
+
+def _checkpoints(conn, schema: Schema) -> dict[str, int | None]:
+    t = "projector_checkpoints"
+    query = sql.SQL("SELECT {name}, {last} FROM {table}").format(
+        name=schema.col(t, "projector_name"),
+        last=schema.col(t, "last_processed_id"),
+        table=schema.table(t),
+    )
+    return {name: last for name, last in conn.execute(query)}
+
+
+def _check_snapshots(
+    conn, schema: Schema, params, facts: Facts, history: RunHistory | None
+) -> None:
+    """Every acknowledged snapshot (wallet, version, balance) against the ledger entry of that
+    version: per wallet the count, the mismatches and the first one. Only where the ledger keeps
+    event versions; the history travels as four arrays, the ledger is read once."""
+    if not history:
+        return  # nothing acknowledged to compare (or a record saved without its history)
+    unversioned = sum(s.unversioned for s in (facts.ledger or {}).values())
+    if unversioned:
+        facts.snapshots_skipped = (
+            f"{unversioned} ledger entries carry no metadata.eventVersion: an acknowledged"
+            " version has no entry to compare with"
+        )
+        return
+    table, index, versions, balances, kinds = history.columns()
+    c = _ledger_columns(schema)
+    query = sql.SQL(
+        """WITH {run}, h AS (
+    SELECT t.wallet_id, s.version, s.cents
+      FROM unnest(%(h_idx)s::int4[], %(h_ver)s::int4[], %(h_cents)s::int8[], %(h_kind)s::int2[])
+           AS s(idx, version, cents, kind)
+      JOIN unnest(%(h_wallets)s::text[]) WITH ORDINALITY AS t(wallet_id, n) ON t.n = s.idx + 1
+      JOIN run_wallets AS r ON r.id = t.wallet_id
+     WHERE NOT (s.kind = 0 AND s.version = 0)  -- a creation with no initial balance: no entry
+), e AS (
+    SELECT {walletId} AS wallet_id, ({metadata} ->> 'eventVersion')::integer AS version,
+           min({balanceAfter}) AS low, max({balanceAfter}) AS high
+      FROM {table} AS l JOIN run_wallets AS r ON r.id = {walletId}
+     GROUP BY 1, 2
+), compared AS (
+    SELECT h.wallet_id, h.version, h.cents, e.low,
+           (e.low IS NULL OR e.low * 100 <> h.cents OR e.high * 100 <> h.cents) AS bad
+      FROM h LEFT JOIN e ON e.wallet_id = h.wallet_id AND e.version = h.version
+)
+SELECT wallet_id, count(*), count(*) FILTER (WHERE bad),
+       (array_agg(ARRAY[version::text, cents::text, low::text] ORDER BY version)
+            FILTER (WHERE bad))[1:1]
+  FROM compared GROUP BY wallet_id"""
+    ).format(run=RUN_WALLETS, **c)
+    rows = conn.execute(
+        query,
+        {
+            **params,
+            "h_idx": index,
+            "h_ver": versions,
+            "h_cents": balances,
+            "h_kind": kinds,
+            "h_wallets": table,
+        },
+    )
+    checks = {}
+    for wallet, checked, mismatched, first in rows:
+        example = None
+        if first:
+            version, cents, low = first[0]
+            example = (
+                int(version),
+                Decimal(int(cents)) / 100,
+                Decimal(low) if low is not None else None,
+            )
+        checks[wallet] = SnapshotCheck(checked, mismatched, example)
+    facts.snapshots = checks
+
+
+def _details(
+    conn, schema: Schema, wallet_ids: list[str], facts: Facts, history: RunHistory | None
+) -> dict[str, WalletDetail]:
+    """The rows of a few wallets: outbox events with their processing counts per consumer,
+    ledger entries in the ledger's order, and the acknowledged snapshots."""
+    if not wallet_ids:
+        return {}
+    details = {wallet: WalletDetail() for wallet in wallet_ids}
+    params = {"ids": wallet_ids, "consumers": list(CONSUMERS)}
+    if facts.outbox is not None:
+        parts = _outbox_parts(schema)
+        query = sql.SQL(
+            """WITH {run} SELECT {agg}, {oid}, {ver}, {etype}, {payload} ->> 'amount',
+       (SELECT array_agg({pcons}) FROM {proc} AS p WHERE {pev} = {oid}),
+       {metadata} ->> 'transferId'
+  FROM {outbox} AS o JOIN run_wallets AS r ON r.id = {agg} ORDER BY {agg}, {ver}, {oid}"""
+        ).format(
+            etype=schema.col("outbox", "event_type", "o"),
+            payload=schema.col("outbox", "payload", "o"),
+            metadata=schema.col("outbox", "metadata", "o"),
+            **parts,
+        )
+        for wallet, outbox_id, version, event_type, amount, consumers, transfer in conn.execute(
+            query, params
+        ):
+            processed: dict[str, int] = {}
+            for consumer in consumers or []:
+                processed[consumer] = processed.get(consumer, 0) + 1
+            details[wallet].events.append(
+                EventRow(outbox_id, version, event_type, _decimal(amount), processed, transfer)
+            )
+    if facts.ledger is not None:
+        c = _ledger_columns(schema)
+        query = sql.SQL(
+            """WITH {run} SELECT {walletId}, {id}::text, ({metadata} ->> 'eventVersion')::integer,
+       {signed}, {balanceBefore}, {balanceAfter}, {description}::text,
+       {metadata} ->> 'transferId'
+  FROM {table} AS l JOIN run_wallets AS r ON r.id = {walletId} ORDER BY {walletId}, {order}"""
+        ).format(run=RUN_WALLETS, **c)
+        for wallet, entry_id, version, signed, before, after, description, transfer in conn.execute(
+            query, params
+        ):
+            details[wallet].entries.append(
+                EntryRow(entry_id, version, signed, before, after, description, transfer)
+            )
+    if history:
+        for wallet, snapshots in history.of_wallets(wallet_ids).items():
+            if wallet in details:
+                details[wallet].acknowledged = snapshots
+    return details
+
+
+def _decimal(text: str | None) -> Decimal | None:
+    try:
+        return Decimal(text) if text is not None else None
+    except ArithmeticError:
+        return None

@@ -1,4 +1,5 @@
-"""The ConsistencyReport: a verdict, counts, and violations grouped by kind, each group with its
+"""The ConsistencyReport: a verdict, the root causes first (each with the violations and wallets it
+explains and its smallest evidence), then the violations grouped by kind, each group with its
 count and its first, worst and last example (after Jepsen's bank checker); written as JSON and
 summed up in a few console lines."""
 
@@ -26,12 +27,16 @@ KINDS: dict[str, str] = {
     "duplicate_reference_id": "two ledger entries share a referenceId",
     "duplicate_ledger_entry": "one event has more than one ledger entry",
     "transfer_not_conserved": "a transfer's ledger legs do not net to zero in one debit and one credit",
-    "outbox_gap": "write-side versions without an outbox event (or outbox events beyond the write side)",
+    "outbox_missing_versions": "write-side versions without an outbox event",
+    "outbox_extra_versions": "stream versions beyond what the run's acknowledged operations imply (or beyond the write side)",
+    "ledger_snapshot_mismatch": "the ledger entry of an acknowledged event version has another balanceAfter than the one acknowledged, or there is none",
     "unprocessed_event": "an outbox event a consumer never processed",
     "event_processed_twice": "an outbox event a consumer processed more than once",
     "expected_balance": "the write-side balance differs from what the run's acknowledged operations imply",
     "expected_entries": "the ledger entry count differs from the run's acknowledged balance-changing operations",
     "idempotency": "a replayed Idempotency-Key had more than one effect",
+    "read_model_never_showed": "GET /wallets/{id} did not show an acknowledged write within --visibility-timeout",
+    "ledger_never_showed": "GET /ledger/wallet/{id} did not show an acknowledged write within --visibility-timeout",
     "conservation": "the run's total differs from initial balances plus credits minus debits",
 }
 
@@ -45,6 +50,46 @@ class Violation:
     detail: str = ""
     query: str = ""  # SQL a user can paste to look at it
     magnitude: float = 0.0  # how far off, to pick the worst example
+    causes: list[str] = field(default_factory=list)  # the root causes that explain it
+
+
+@dataclass
+class Cause:
+    """One root cause: what it is, the wallets and violations it explains, and the smallest
+    evidence that proves it."""
+
+    key: str
+    title: str  # as a person reads it, e.g. "replays applied twice"
+    meaning: str = ""
+    wallets: list[str] = field(default_factory=list)
+    explains: dict[str, int] = field(default_factory=dict)  # violation kind -> count
+    evidence: str = ""  # one wallet's facts that prove it
+    detail: str = ""
+    example_wallet: str = ""  # the wallet the evidence is about
+    divergence_of: tuple[str, ...] = ()  # which first divergences show it: ledger, read_model
+
+    @property
+    def explained(self) -> int:
+        return sum(self.explains.values())
+
+    def line(self) -> str:
+        kinds = ", ".join(f"{count} {kind}" for kind, count in self.explains.items())
+        wallets = f"{len(self.wallets)} wallet{'s' if len(self.wallets) != 1 else ''}"
+        return f"{self.title}: {wallets}; explains {kinds}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "title": self.title,
+            "meaning": self.meaning,
+            "line": self.line(),
+            "wallet_count": len(self.wallets),
+            "wallets": self.wallets[:MAX_KEPT_PER_KIND],
+            "explains": self.explains,
+            "evidence": self.evidence,
+            "detail": self.detail,
+            "example_wallet": self.example_wallet,
+        }
 
 
 @dataclass
@@ -55,6 +100,9 @@ class ConsistencyReport:
     target: str = ""  # the redacted DSN
     counts: dict[str, int] = field(default_factory=dict)
     violations: dict[str, list[Violation]] = field(default_factory=dict)
+    causes: list[Cause] = field(default_factory=list)  # most explaining first
+    # wallet -> where its ledger / read model first departs from what was acknowledged
+    divergences: dict[str, dict[str, Any]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # check -> why
     lag_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     settle: dict[str, Any] = field(default_factory=dict)
@@ -67,6 +115,15 @@ class ConsistencyReport:
 
     def violation_count(self) -> int:
         return sum(len(v) for v in self.violations.values())
+
+    def unexplained(self) -> dict[str, int]:
+        """Per kind, the violations no cause explains."""
+        counts: dict[str, int] = {}
+        for kind, items in sorted(self.violations.items()):
+            alone = sum(1 for v in items if not v.causes)
+            if alone:
+                counts[kind] = alone
+        return counts
 
     def groups(self) -> dict[str, dict[str, Any]]:
         """Per kind: count, first, worst, last."""
@@ -93,8 +150,11 @@ class ConsistencyReport:
                 "run_id": self.run_id,
                 "target": self.target,
                 "seconds": round(self.seconds, 3),
+                "causes": [cause.to_dict() for cause in self.causes],
+                "unexplained": self.unexplained(),
                 "counts": self.counts,
                 "summary": self.groups(),
+                "divergences": dict(list(self.divergences.items())[:MAX_KEPT_PER_KIND]),
                 "skipped_checks": self.skipped,
                 "projection_lag_ms": self.lag_ms,
                 "settle": self.settle,
@@ -124,13 +184,54 @@ class ConsistencyReport:
         )
         return f"consistency INVALID: {self.violation_count()} violations ({kinds})"
 
-    def console_lines(self, report_path: Path | None = None) -> list[str]:
-        lines = [self.headline()]
+    def divergence_of(self, cause: Cause) -> tuple[str, dict[str, Any]] | None:
+        """The first divergence that shows a cause: its evidence's wallet's, else the first of
+        its wallets that has one, only the parts (ledger, read model) the cause is about."""
+        candidates = (
+            [cause.example_wallet, *cause.wallets] if cause.example_wallet else cause.wallets
+        )
+        for wallet in candidates:
+            parts = {
+                part: found
+                for part, found in self.divergences.get(wallet, {}).items()
+                if part in cause.divergence_of
+            }
+            if parts:
+                return wallet, parts
+        return None
+
+    def cause_lines(self, examples: bool = True) -> list[str]:
+        """The causes, most explaining first, each with its evidence and one wallet's first
+        divergence; then what no cause explains."""
+        lines = []
+        for cause in self.causes:
+            lines.append(f"  cause: {cause.line()}")
+            if examples and cause.evidence:
+                lines.append(f"    e.g. {cause.evidence}")
+            divergence = self.divergence_of(cause) if examples else None
+            if divergence is not None:
+                lines.append(f"    first divergence: {describe_divergence(*divergence)}")
+        alone = self.unexplained()
+        if self.causes and alone:
+            kinds = ", ".join(f"{kind} {count}" for kind, count in alone.items())
+            lines.append(f"  not explained by a cause: {kinds}")
+        return lines
+
+    def console_lines(self, report_path: Path | None = None, causes: bool = True) -> list[str]:
+        """The headline, the causes (unless the verdict block already led with them), the
+        figures, then the per-kind detail."""
+        lines = [self.headline(), *(self.cause_lines() if causes else [])]
         if self.status != NOT_CHECKED:
             counts = self.counts
             lines.append(
                 f"  checked {counts.get('wallets', 0)} wallets, {counts.get('ledger_entries', 0)} ledger entries,"
-                f" {counts.get('outbox_events', 0)} outbox events in {self.seconds:.1f}s"
+                f" {counts.get('outbox_events', 0)} outbox events"
+                + (
+                    f", {counts['acknowledged_snapshots']} acknowledged snapshots"
+                    if counts.get("acknowledged_snapshots")
+                    else ""
+                )
+                + f" in {self.seconds:.1f}s"
                 + (f"; settled in {self.settle.get('waited_s', 0):.1f}s" if self.settle else "")
             )
         for consumer, lag in sorted(self.lag_ms.items()):
@@ -154,6 +255,23 @@ class ConsistencyReport:
         if report_path is not None:
             lines.append(f"  details: {report_path}")
         return lines
+
+
+def describe_divergence(wallet: str, divergence: dict[str, Any]) -> str:
+    """One line: where a wallet's ledger and read model first depart from what was acknowledged."""
+    parts = []
+    ledger = divergence.get("ledger")
+    if ledger:
+        text = f"ledger at version {ledger['version']}: {ledger['what']}"
+        if ledger.get("acknowledged") is not None:
+            text += (
+                f" (acknowledged {ledger['acknowledged']}, ledger {ledger.get('ledger') or 'none'})"
+            )
+        parts.append(text)
+    read = divergence.get("read_model")
+    if read:
+        parts.append(f"read model at version {read['version']}: {read['what']}")
+    return f"{wallet}: " + "; ".join(parts)
 
 
 def _plain(value: Any) -> Any:

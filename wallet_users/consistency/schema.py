@@ -17,6 +17,7 @@ DEFAULT_SCHEMA: dict[str, dict[str, str]] = {
         "walletId": "walletId",
         "transactionType": "transactionType",
         "amount": "amount",
+        "description": "description",
         "balanceBefore": "balanceBefore",
         "balanceAfter": "balanceAfter",
         "referenceId": "referenceId",
@@ -29,12 +30,18 @@ DEFAULT_SCHEMA: dict[str, dict[str, str]] = {
         "aggregate_id": "aggregate_id",
         "event_type": "event_type",
         "event_version": "event_version",
+        "payload": "payload",
+        "metadata": "metadata",
         "created_at": "created_at",
     },
     "outbox_consumer_processing": {
         "outbox_event_id": "outbox_event_id",
         "consumer_name": "consumer_name",
         "processed_at": "processed_at",
+    },
+    "projector_checkpoints": {
+        "projector_name": "projector_name",
+        "last_processed_id": "last_processed_id",
     },
 }
 CONSUMERS = ("read-model-projector", "ledger-projector")

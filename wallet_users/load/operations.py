@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from ..record import INDETERMINATE, OK, REJECTED, RunRecord
+from ..record.history import KIND_CODES, AckHistory
 from ..record.ids import idempotency_keys
 from ..wiring.options import AmountRange
 from .pool import Reservation, WalletPool
@@ -38,6 +39,84 @@ def snapshots_of(body: Any) -> list[dict]:
     if "fromWallet" in body or "toWallet" in body:
         return [w for w in (body.get("fromWallet"), body.get("toWallet")) if isinstance(w, dict)]
     return [body] if "id" in body and "balance" in body else []
+
+
+SNAPSHOT_FIELDS = ("balance", "version")
+
+
+def answer_differences(first: Any, again: Any) -> str:
+    """What differs between two answers to one Idempotency-Key, whatever their status: the
+    status, each wallet snapshot's balance and version, else the body's other fields."""
+    parts = []
+    if first.status != again.status:
+        parts.append(f"status {first.status} -> {again.status}")
+    before, after = _snapshots_by_place(first.body), _snapshots_by_place(again.body)
+    for place in sorted(before.keys() | after.keys()):
+        for name in SNAPSHOT_FIELDS:
+            old, new = before.get(place, {}).get(name), after.get(place, {}).get(name)
+            if old != new:
+                parts.append(f"{place}{name} {old} -> {new}")
+    if len(parts) == int(first.status != again.status) and first.body != again.body:
+        old = first.body if isinstance(first.body, dict) else {"body": first.body}
+        new = again.body if isinstance(again.body, dict) else {"body": again.body}
+        for name in sorted(old.keys() | new.keys(), key=str)[:20]:
+            if old.get(name) != new.get(name):
+                parts.append(f"{name} {str(old.get(name))[:60]!r} -> {str(new.get(name))[:60]!r}")
+            if len(parts) >= 4:
+                break
+    return ", ".join(parts) or "the same"
+
+
+def differing_fields(first: Any, again: Any) -> list[str]:
+    """The names of what differs between two answers (status, snapshot fields, else body keys)."""
+    names = []
+    for part in answer_differences(first, again).split(", "):
+        name = part.split(" ", 1)[0]
+        if name not in names and name != "the":
+            names.append(name)
+    return names or ["body"]
+
+
+def _snapshots_by_place(body: Any) -> dict[str, dict]:
+    """A mutation answer's snapshots by where they sit: '' for one wallet, 'fromWallet.' and
+    'toWallet.' for a transfer's two."""
+    if not isinstance(body, dict):
+        return {}
+    if "fromWallet" in body or "toWallet" in body:
+        return {
+            f"{place}.": body[place]
+            for place in ("fromWallet", "toWallet")
+            if isinstance(body.get(place), dict)
+        }
+    return {"": body} if "balance" in body or "version" in body else {}
+
+
+def _replay_legs(
+    kind: str, wallet_id: str, amount: Decimal, to_id: str | None
+) -> list[tuple[str, Decimal]]:
+    """What a replay executed again would move: (wallet, signed amount) per leg."""
+    if kind == "credit":
+        return [(wallet_id, amount)]
+    if kind == "debit":
+        return [(wallet_id, -amount)]
+    return [(wallet_id, -amount), (to_id, amount)]
+
+
+def applied_again(first: Any, again: Any) -> bool:
+    """The replay was executed a second time and took effect, not answered from storage: a 2xx
+    after a refusal, or a 2xx showing a newer version of a wallet than the first answer did."""
+    if outcome_of(again.status) != OK:
+        return False
+    if outcome_of(first.status) == REJECTED:
+        return True
+    if outcome_of(first.status) != OK:
+        return False
+    versions = {s.get("id"): s.get("version") for s in snapshots_of(first.body)}
+    for snapshot in snapshots_of(again.body):
+        old, new = versions.get(snapshot.get("id")), snapshot.get("version")
+        if type(old) is int and type(new) is int and new > old:
+            return True
+    return False
 
 
 @dataclass(slots=True)
@@ -74,6 +153,7 @@ class WalletOperations:
         replay_ratio: float = 0.0,
         expect_refusals: bool = False,
         in_doubt: dict[str, InDoubt] | None = None,
+        history: AckHistory | None = None,
     ) -> None:
         self.client = client
         self.pool = pool
@@ -85,6 +165,7 @@ class WalletOperations:
         self.expect_refusals = expect_refusals
         # shared by the process's users: operations in flight or indeterminate, by key
         self.in_doubt = in_doubt  # None: nothing will be re-sent, so nothing is kept
+        self.history = history  # the process's acknowledged snapshots (None: not kept)
 
     def amount(self, bounds: AmountRange) -> Decimal:
         return Decimal(self.rng.randint(bounds.low, bounds.high))
@@ -132,29 +213,63 @@ class WalletOperations:
         self.record.operation_sent(kind, wallet_id, amount, to_id)
         if self.in_doubt is not None:
             self.in_doubt[key] = InDoubt(kind, path, name, body, wallet_id, amount, to_id)
-        answer = self._send(path, name, body, key)
+        answer = self._send(path, name, body, key, kind, amount)
         if self.in_doubt is not None and outcome_of(answer.status) != INDETERMINATE:
             del self.in_doubt[key]
         self._book(kind, answer, wallet_id, amount, reservation, to_id)
         return answer
 
-    def _send(self, path: str, name: str, body: dict, key: str) -> Answer:
+    def _send(
+        self, path: str, name: str, body: dict, key: str, kind: str, amount: Decimal
+    ) -> Answer:
         answer = self._post(path, name, body, key, replay=False)
         if (
             self.replay_ratio
             and outcome_of(answer.status) != INDETERMINATE
             and self.rng.random() < self.replay_ratio
         ):
+            wallet_id = path.split("/")[2]
+            legs = _replay_legs(kind, wallet_id, amount, body.get("toWalletId"))
+            self.record.replay_sent(legs)  # cut short by the stop, it stays in doubt
             again = self._post(path, f"{name} (replay)", body, key, replay=True, expected=answer)
             if outcome_of(again.status) == INDETERMINATE:
                 return answer  # no answer (the service is down): it says nothing about idempotency
-            wallet_id = path.split("/")[2]
-            matched = again.status == answer.status and again.body == answer.body
-            self.record.replay(wallet_id, matched)
-            if outcome_of(again.status) == OK:
-                for snapshot in snapshots_of(again.body):
-                    self.pool.observe(snapshot)  # a replay applied twice did change the balance
+            self.record.replay_answered(legs)
+            self._book_replay(wallet_id, legs, amount, answer, again)
         return answer
+
+    def _book_replay(
+        self,
+        wallet_id: str,
+        legs: list[tuple[str, Decimal]],
+        amount: Decimal,
+        first: Answer,
+        again: Answer,
+    ) -> None:
+        matched = again.status == first.status and again.body == first.body
+        if matched:
+            self.record.replay(wallet_id, True)
+            return
+        if not applied_again(first, again):
+            legs = []
+        refused_again = outcome_of(first.status) == OK and refused_for_funds(
+            again.status, again.text
+        )
+        self.record.replay(wallet_id, False, legs, answer_differences(first, again), refused_again)
+        if outcome_of(again.status) == OK:
+            snapshots = snapshots_of(again.body)
+            for snapshot in snapshots:
+                self.pool.observe(snapshot)  # a replay applied twice did change the balance
+            if legs and self.history is not None:
+                code = KIND_CODES["replay"]
+                for snapshot in snapshots:
+                    self.history.add(
+                        snapshot.get("id"),
+                        snapshot.get("version"),
+                        snapshot.get("balance"),
+                        code,
+                        int(amount) * 100,
+                    )
 
     def _post(
         self,
@@ -185,9 +300,11 @@ class WalletOperations:
                 elif expected is not None and (
                     status != expected.status or parsed != expected.body
                 ):
+                    # the fields' names, not their values: one error entry per kind of difference
                     response.failure(
-                        f"replayed Idempotency-Key answered {status} {text[:120]!r},"
-                        f" first answer was {expected.status}"
+                        "replayed Idempotency-Key answered differently:"
+                        f" {', '.join(differing_fields(expected, answer))}"
+                        f" (first {expected.status}, replay {status})"
                     )
                 else:
                     response.success()
@@ -210,7 +327,10 @@ class WalletOperations:
     ) -> None:
         outcome = outcome_of(answer.status)
         if outcome == OK:
-            self.pool.acknowledged(reservation, snapshots_of(answer.body))
+            snapshots = snapshots_of(answer.body)
+            self.pool.acknowledged(reservation, snapshots)
+            if self.history is not None:
+                self._remember(kind, wallet_id, amount, snapshots)
         elif outcome == REJECTED:
             self.pool.rejected(reservation)
         elif reservation is not None:
@@ -227,6 +347,17 @@ class WalletOperations:
             to_wallet_id=to_id,
             refused_for_funds=refused_for_funds(answer.status, answer.text),
         )
+
+    def _remember(self, kind: str, wallet_id: str, amount: Decimal, snapshots: list[dict]) -> None:
+        """The acknowledged snapshots, for the check's first divergence (a few tens of bytes)."""
+        add, cents = self.history.add, int(amount) * 100
+        for snapshot in snapshots:
+            snapshot_id = snapshot.get("id")
+            if kind != "transfer":
+                code = KIND_CODES[kind]
+            else:
+                code = KIND_CODES["transfer_out" if snapshot_id == wallet_id else "transfer_in"]
+            add(snapshot_id, snapshot.get("version"), snapshot.get("balance"), code, cents)
 
 
 def resolve_in_doubt(

@@ -3,11 +3,14 @@ record. The hooks create it; the user classes read it through `suite_run(environ
 
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..record import RunRecord
+from ..record.history import AckHistory
 from ..wiring.options import SuiteOptions
 from .arrival import ArrivalCounts, ArrivalShare
 from .pool import WalletPool
@@ -30,17 +33,21 @@ class SuiteRun:
     in_doubt: dict[str, InDoubt] = field(default_factory=dict)  # key -> operation, process-wide
     arrival: ArrivalCounts = field(default_factory=ArrivalCounts)  # open model's tallies
     arrival_share: ArrivalShare | None = None  # each pacing user's share; None: closed model
+    # the acknowledged snapshots, spilled under the run's report folder for long runs
+    history: AckHistory = field(default_factory=AckHistory)
     ready: bool = False
 
     @classmethod
     def start(cls, options: SuiteOptions) -> SuiteRun:
         rng = random.Random(options.seed)
+        spill = Path(options.report_dir) / options.run_id / f"history-{os.getpid()}.part"
         return cls(
             options=options,
             record=RunRecord(options.run_id),
             rng=rng,
             wallets=WalletPool(random.Random(rng.random())),
             hot_wallets=WalletPool(random.Random(rng.random())),
+            history=AckHistory(spill),
         )
 
     def user_rng(self) -> random.Random:

@@ -15,6 +15,7 @@ import gevent.pool
 from faker import Faker
 
 from ..record import INDETERMINATE, OK, REJECTED, RunRecord
+from ..record.history import KIND_CODES, AckHistory
 from ..record.ids import idempotency_key, wallet_id
 from ..wiring.options import AmountRange
 from .operations import outcome_of
@@ -98,6 +99,18 @@ def create_wallet(client: Any, plan: WalletPlan, key: str) -> tuple[str, Any]:
         return outcome, None
 
 
+def remember_creation(history: AckHistory | None, plan: WalletPlan, body: Any) -> None:
+    """A creation's acknowledged snapshot, in the run's history."""
+    if history is not None and isinstance(body, dict):
+        history.add(
+            plan.wallet_id,
+            body.get("version"),
+            body.get("balance"),
+            KIND_CODES["create"],
+            int(plan.initial_balance) * 100,
+        )
+
+
 def seed(
     client: Any,
     plans: list[WalletPlan],
@@ -108,6 +121,7 @@ def seed(
     concurrency: int = 50,
     label: str = "wallets",
     adopt_existing: bool = False,
+    history: AckHistory | None = None,
 ) -> SeedResult:
     """Create plans concurrently; with adopt_existing (wallets shared between workers), a wallet
     another worker created first (409) still joins this pool."""
@@ -132,6 +146,7 @@ def seed(
                 balance = to_money(body.get("balance", balance))
                 version = body.get("version", -1) if isinstance(body.get("version"), int) else -1
             pool.add(plan.wallet_id, balance, version)
+            remember_creation(history, plan, body)
             created += 1
         elif outcome == REJECTED and adopt_existing:
             pool.add(plan.wallet_id, plan.initial_balance)  # its snapshots will correct the balance

@@ -24,7 +24,7 @@ from .arrival import Pacer
 from .operations import Answer, WalletOperations, outcome_of
 from .pool import WalletPool
 from .run import SuiteRun
-from .seeding import WalletPlan, create_wallet
+from .seeding import WalletPlan, create_wallet, remember_creation
 
 TASK_KINDS = ("credit", "debit", "transfer")
 
@@ -58,6 +58,7 @@ class WalletBehaviour:
             replay_ratio=run.options.replay_ratio,
             expect_refusals=self.expect_refusals,
             in_doubt=run.in_doubt if run.options.resolve_indeterminate else None,
+            history=run.history,
         )
         if not len(pool):
             raise StopUser()
@@ -132,7 +133,9 @@ class HotWalletUser(WalletBehaviour, FastHttpUser):
 
 class ReadYourWritesUser(FastHttpUser):
     """After each write, polls until the read model and the ledger reflect it; the time that took
-    is reported as 'staleness' entries, so projection lag shows in Locust's charts."""
+    is reported as 'staleness' entries, so projection lag shows in Locust's charts. A write still
+    not shown after --visibility-timeout (a 404, a 5xx, an old balance) is a failure, in Locust's
+    statistics and in the run record, so a read endpoint that never works cannot look healthy."""
 
     weight = 1
     wait_time = constant(0)
@@ -151,6 +154,7 @@ class ReadYourWritesUser(FastHttpUser):
             run.user_rng(),
             run_id=run.options.run_id,
             in_doubt=run.in_doubt if run.options.resolve_indeterminate else None,
+            history=run.history,
         )
         plan = WalletPlan(
             wallet_id(run.options.run_id, 0, f"r{uuid.uuid4().hex[:8]}-"),
@@ -162,6 +166,7 @@ class ReadYourWritesUser(FastHttpUser):
         if outcome != OK or not isinstance(body, dict):
             raise StopUser()
         self.pool.add(plan.wallet_id, plan.initial_balance, body.get("version", -1))
+        remember_creation(run.history, plan, body)
         self.wallet_id = plan.wallet_id
 
     @tag("ryw", "credit")
@@ -180,46 +185,70 @@ class ReadYourWritesUser(FastHttpUser):
 
     def _await_visibility(self, snapshot: dict) -> None:
         balance = snapshot.get("balance")
+        timeout = self.run.options.visibility_timeout
         started = time.perf_counter()
-        deadline = started + max(1.0, self.run.options.settle_timeout)
-        seen = {"read model": False, "ledger": False}
-        while not all(seen.values()) and time.perf_counter() < deadline:
-            if not seen["read model"]:
-                seen["read model"] = self._shows(
-                    f"/wallets/{self.wallet_id}", "/wallets/[id]", balance, started, "read model"
-                )
-            if not seen["ledger"]:
-                seen["ledger"] = self._shows(
-                    f"/ledger/wallet/{self.wallet_id}?limit=1",
-                    "/ledger/wallet/[id]",
-                    balance,
-                    started,
-                    "ledger",
-                )
-            if not all(seen.values()):
+        deadline = started + timeout
+        pending = {
+            "read model": (f"/wallets/{self.wallet_id}", "/wallets/[id]"),
+            "ledger": (f"/ledger/wallet/{self.wallet_id}?limit=1", "/ledger/wallet/[id]"),
+        }
+        last: dict[str, str] = {}
+        while pending:
+            final = time.perf_counter() >= deadline  # this round's answers are the verdict
+            for what, (path, name) in list(pending.items()):
+                answer = self._shows(path, name, balance, what, final)
+                if answer is None:
+                    del pending[what]
+                    self._report(what, started, None)
+                else:
+                    last[what] = answer
+            if final:
+                break
+            if pending:
                 time.sleep(self.poll_interval)  # gevent-patched: yields to other users
-        for what, ok in seen.items():
-            if not ok:
-                self._report(what, started, RuntimeError(f"{what} did not show the write in time"))
+        for what in ("read model", "ledger"):
+            answer = last.get(what, "")
+            if what in pending:
+                self._report(
+                    what,
+                    started,
+                    RuntimeError(
+                        f"{what} did not show the write within {timeout:g}s (last answer: {answer})"
+                    ),
+                )
+            if answer != NO_ANSWER or what not in pending:  # no answer says nothing of the read
+                self.run.record.read_checked(self.wallet_id, what, what not in pending, answer)
 
-    def _shows(self, path: str, name: str, balance, started: float, what: str) -> bool:
+    def _shows(self, path: str, name: str, balance, what: str, final: bool) -> str | None:
+        """One poll: None if it shows the balance, else what it answered ('404', '500', 'balance
+        120', 'no answer'). A 404 is 'not visible yet' until the visibility timeout, then a
+        failure; a 5xx or no answer always is one."""
         with self.client.get(path, name=name, catch_response=True) as response:
+            status = response.status_code or 0
             try:
-                body = response.json()
+                body = response.json() if status == 200 else None
             except (ValueError, TypeError):
                 body = None
-            response.success() if response.status_code in (200, 404) else response.failure(
-                str(response.status_code)
-            )
-        if what == "ledger":
-            entries = body.get("transactions") if isinstance(body, dict) else None
-            current = entries[0].get("balanceAfter") if entries else None
-        else:
-            current = body.get("balance") if isinstance(body, dict) else None
-        if current is not None and Decimal(str(current)) == Decimal(str(balance)):
-            self._report(what, started, None)
-            return True
-        return False
+            if what == "ledger":
+                entries = body.get("transactions") if isinstance(body, dict) else None
+                current = entries[0].get("balanceAfter") if entries else None
+            else:
+                current = body.get("balance") if isinstance(body, dict) else None
+            shown = current is not None and Decimal(str(current)) == Decimal(str(balance))
+            if status == 200:
+                response.success()
+                return None if shown else f"balance {current}"
+            answer = str(status) if status else NO_ANSWER
+            if status == 404 and not final:
+                response.success()  # not visible yet
+            else:
+                response.failure(
+                    f"{answer} after {self.run.options.visibility_timeout:g}s: {what} never"
+                    " showed the write"
+                    if status == 404
+                    else answer
+                )
+            return answer
 
     def _report(self, what: str, started: float, error: Exception | None) -> None:
         self.environment.events.request.fire(
@@ -230,3 +259,6 @@ class ReadYourWritesUser(FastHttpUser):
             exception=error,
             context={},
         )
+
+
+NO_ANSWER = "no answer"

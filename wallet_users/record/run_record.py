@@ -9,6 +9,7 @@ in a distributed run (`to_dict` / `from_dict` / `merge`).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from decimal import Decimal
 from pathlib import Path
@@ -36,6 +37,24 @@ class WalletTally:
     refused_for_funds: int = 0
     replays: int = 0
     replay_mismatches: int = 0
+    # replays whose answer showed a new version (applied a second time), and what those second
+    # applications did to this wallet's balance (a replayed transfer books both wallets)
+    replays_applied_again: int = 0
+    again_sum: Decimal = ZERO
+    # replays of an acknowledged operation refused for funds: executed again, not answered from
+    # storage (which would repeat the first answer)
+    replays_refused_again: int = 0
+    # replays sent with no answer yet (cut short by the stop, or no answer): executed again or
+    # not, unknown; what they would move this wallet by, in and out
+    replays_in_doubt: int = 0
+    replay_doubt_in: Decimal = ZERO
+    replay_doubt_out: Decimal = ZERO
+    replay_difference: str = ""  # the last replay answered differently: what differed
+    # read-your-writes: per endpoint ("read model", "ledger") the acknowledged writes it was
+    # polled for, those it never showed within --visibility-timeout, and the last such answer
+    reads_checked: dict[str, int] = field(default_factory=dict)
+    reads_unseen: dict[str, int] = field(default_factory=dict)
+    unseen_answer: dict[str, str] = field(default_factory=dict)
 
     @property
     def indeterminate(self) -> int:
@@ -73,8 +92,25 @@ class WalletTally:
             self.ok_count[kind] += other.ok_count[kind]
             self.maybe_sum[kind] += other.maybe_sum[kind]
             self.maybe_count[kind] += other.maybe_count[kind]
-        for name in ("rejected", "refused_for_funds", "replays", "replay_mismatches"):
+        for name in (
+            "rejected",
+            "refused_for_funds",
+            "replays",
+            "replay_mismatches",
+            "replays_applied_again",
+            "again_sum",
+            "replays_refused_again",
+            "replays_in_doubt",
+            "replay_doubt_in",
+            "replay_doubt_out",
+        ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
+        for name in ("reads_checked", "reads_unseen"):
+            mine = getattr(self, name)
+            for what, count in getattr(other, name).items():
+                mine[what] = mine.get(what, 0) + count
+        self.unseen_answer.update(other.unseen_answer)
+        self.replay_difference = self.replay_difference or other.replay_difference
 
 
 @dataclass
@@ -172,10 +208,57 @@ class RunRecord:
                 tally.maybe_sum[leg] += sign * amount
                 tally.maybe_count[leg] += sign
 
-    def replay(self, wallet_id: str, matched: bool) -> None:
+    def replay(
+        self,
+        wallet_id: str,
+        matched: bool,
+        applied_again: Iterable[tuple[str, Decimal]] = (),
+        difference: str = "",
+        refused_again: bool = False,
+    ) -> None:
+        """A replayed Idempotency-Key and whether it was answered as the first request;
+        applied_again: (wallet, signed amount) per leg when its answer showed a new version;
+        difference: what differed between the two answers."""
         tally = self.tally(wallet_id)
         tally.replays += 1
         tally.replay_mismatches += int(not matched)
+        tally.replays_refused_again += int(refused_again)
+        if difference:
+            tally.replay_difference = difference
+        for leg_wallet, signed in applied_again:
+            leg = self.tally(leg_wallet)
+            leg.replays_applied_again += 1
+            leg.again_sum += signed
+
+    def replay_sent(self, legs: Iterable[tuple[str, Decimal]], sign: int = 1) -> None:
+        """A replay about to be sent: until its answer comes it may have been executed again.
+        legs: (wallet, signed amount) it would move; replay_answered takes them back."""
+        for leg_wallet, signed in legs:
+            leg = self.tally(leg_wallet)
+            leg.replays_in_doubt += sign
+            if signed > 0:
+                leg.replay_doubt_in += sign * signed
+            else:
+                leg.replay_doubt_out -= sign * signed
+
+    def replay_answered(self, legs: Iterable[tuple[str, Decimal]]) -> None:
+        self.replay_sent(legs, sign=-1)
+
+    def read_checked(self, wallet_id: str, endpoint: str, shown: bool, answer: str = "") -> None:
+        """A read-your-writes poll of one acknowledged write ended: shown within the visibility
+        timeout, or not (answer: the last one, e.g. '404')."""
+        tally = self.tally(wallet_id)
+        tally.reads_checked[endpoint] = tally.reads_checked.get(endpoint, 0) + 1
+        if not shown:
+            tally.reads_unseen[endpoint] = tally.reads_unseen.get(endpoint, 0) + 1
+            tally.unseen_answer[endpoint] = answer
+
+    def read_counts(self, endpoint: str) -> tuple[int, int]:
+        """(writes polled for, writes never shown) on one endpoint, over the run."""
+        return (
+            sum(t.reads_checked.get(endpoint, 0) for t in self.wallets.values()),
+            sum(t.reads_unseen.get(endpoint, 0) for t in self.wallets.values()),
+        )
 
     # --- summaries ---------------------------------------------------------------------------
 
@@ -245,18 +328,36 @@ def _legs(kind: str, wallet_id: str, to_wallet_id: str | None) -> list[tuple[str
     return [(kind, wallet_id)]
 
 
-_MONEY_FIELDS = {"initial_balance"}
+_MONEY_FIELDS = {"initial_balance", "again_sum", "replay_doubt_in", "replay_doubt_out"}
 _MONEY_MAPS = {"ok_sum", "maybe_sum"}
 
 
 def _tally_to_dict(tally: WalletTally) -> dict[str, Any]:
     data = asdict(tally)
-    data["initial_balance"] = str(tally.initial_balance)
+    for name in _MONEY_FIELDS:
+        data[name] = str(getattr(tally, name))
     for name in _MONEY_MAPS:
         data[name] = {k: str(v) for k, v in data[name].items() if v}
     for name in ("ok_count", "maybe_count"):
         data[name] = {k: v for k, v in data[name].items() if v}
+    for name in _LEFT_OUT_WHEN_EMPTY:  # most wallets have none: keep the saved record small
+        if not getattr(tally, name):
+            del data[name]
     return data
+
+
+_LEFT_OUT_WHEN_EMPTY = (
+    "replays_applied_again",
+    "again_sum",
+    "replays_refused_again",
+    "replays_in_doubt",
+    "replay_doubt_in",
+    "replay_doubt_out",
+    "replay_difference",
+    "reads_checked",
+    "reads_unseen",
+    "unseen_answer",
+)
 
 
 def _tally_from_dict(data: dict[str, Any]) -> WalletTally:

@@ -5,6 +5,10 @@ record to the master, which merges them and runs the one consistency check.
 Messages (Locust custom messages):
 - `wallet_suite:plan` master -> worker, before the spawn message: run id, shard index and count.
 - `wallet_suite:finish` master -> worker, when the master begins to stop: stop users, report.
+- `wallet_suite:seeded` worker -> master, when its shard is seeded: the master's --run-time
+  starts when every worker's has (the time limit is the load's).
+- `wallet_suite:history` worker -> master, at the worker's test_stop, before its record: its
+  acknowledged snapshots in chunks of 1 MB (AckHistory.chunks), kept as one segment per worker.
 - `wallet_suite:record` worker -> master, at the worker's test_stop: its run record and figures.
 """
 
@@ -21,6 +25,7 @@ from locust.runners import STATE_MISSING
 from ..load.arrival import ArrivalCounts
 from ..load.seeding import WalletPlan, plan_wallets
 from ..record import INDETERMINATE, OK, REJECTED, RunRecord
+from ..record.history import RunHistory
 from .options import SuiteOptions
 
 log = logging.getLogger(__name__)
@@ -28,6 +33,8 @@ log = logging.getLogger(__name__)
 PLAN = "wallet_suite:plan"
 FINISH = "wallet_suite:finish"
 RECORD = "wallet_suite:record"
+SEEDED = "wallet_suite:seeded"
+HISTORY = "wallet_suite:history"
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,8 @@ class Coordinator:
     options: SuiteOptions | None = None
     shards: dict[str, ShardPlan] = field(default_factory=dict)  # worker client id -> its shard
     reports: dict[str, WorkerReport] = field(default_factory=dict)
+    seeded: set[str] = field(default_factory=set)  # workers whose shard is seeded
+    history: RunHistory = field(default_factory=RunHistory)
 
     def assign(self, runner: Any, options: SuiteOptions, run_id: str, shared_hot: bool) -> None:
         workers = sorted(
@@ -100,6 +109,8 @@ class Coordinator:
         self.options = options
         self.shards = {}
         self.reports = {}
+        self.seeded = set()
+        self.history = RunHistory()
         for index, node in enumerate(workers):
             shard = ShardPlan(run_id, index, len(workers), shared_hot)
             self.shards[node.id] = shard
@@ -107,6 +118,22 @@ class Coordinator:
         log.info(
             "run %s: %d wallets sharded over %d workers", run_id, options.wallets, len(workers)
         )
+
+    def _of_this_run(self, client_id: str, data: dict[str, Any]) -> bool:
+        shard = self.shards.get(client_id)
+        return shard is not None and data.get("run_id") == shard.run_id
+
+    def shard_seeded(self, client_id: str, data: dict[str, Any]) -> None:
+        if self._of_this_run(client_id, data):
+            self.seeded.add(client_id)
+
+    def seeding_done(self, runner: Any) -> bool:
+        """Every worker of the run has seeded its shard, or is gone."""
+        return all(cid in self.seeded or not _alive(runner, cid) for cid in self.shards)
+
+    def history_chunk(self, client_id: str, data: dict[str, Any]) -> None:
+        if self._of_this_run(client_id, data):
+            self.history.receive(client_id, data)
 
     def received(self, client_id: str, data: dict[str, Any]) -> None:
         shard = self.shards.get(client_id)

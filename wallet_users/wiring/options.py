@@ -71,6 +71,8 @@ class SuiteOptions:
     arrival_rate: float = 0.0  # operations per second for the whole run; 0: closed model
     max_in_flight: int = 1000
     max_dropped_percent: float | None = None  # None: no threshold
+    visibility_timeout: float = 5.0  # read-your-writes: seconds a write may take to show
+    max_staleness_ms: float | None = None  # read-your-writes staleness p95 bound; None: off
 
 
 def register(parser: Any) -> None:
@@ -177,6 +179,21 @@ def register(parser: Any) -> None:
         " (default: no threshold)",
     )
     group.add_argument(
+        "--visibility-timeout",
+        type=str,
+        default="5",
+        help="read-your-writes: seconds an acknowledged write may take to show in GET"
+        " /wallets/{id} and the ledger; a read still 404, 5xx or old after it is a failure"
+        " (default 5)",
+    )
+    group.add_argument(
+        "--max-staleness-ms",
+        type=str,
+        default="",
+        help="fail the run if the read-your-writes staleness p95 (read model or ledger) is above"
+        " this (default: no bound)",
+    )
+    group.add_argument(
         "--report-dir",
         type=str,
         default="reports",
@@ -274,6 +291,12 @@ def parse(parsed: argparse.Namespace) -> SuiteOptions:
         max_in_flight=_number(getattr(parsed, "max_in_flight", 1000), "max-in-flight", int, 1),
         max_dropped_percent=_optional_number(
             getattr(parsed, "max_dropped_percent", ""), "max-dropped-percent", 0, 100
+        ),
+        visibility_timeout=_number(
+            getattr(parsed, "visibility_timeout", 5), "visibility-timeout", float, 0.1, 3600
+        ),
+        max_staleness_ms=_optional_number(
+            getattr(parsed, "max_staleness_ms", ""), "max-staleness-ms", 0, 3_600_000
         ),
         resolve_indeterminate=_choice(
             getattr(parsed, "resolve_indeterminate", "auto"),

@@ -111,6 +111,7 @@ class RunOutcome:
             "",
             "=" * 72,
             f"wallet suite verdict: {self.verdict}",
+            *(self.consistency.cause_lines() if self.consistency else []),
             f"run id {self.options.run_id}; target {self.host}"
             f" ({'embedded reference_wallet' if self.embedded else 'external'})",
             f"wallets: {created}/{planned} created"
@@ -126,7 +127,7 @@ class RunOutcome:
             f"run record: {self.record_path}",
         ]
         if self.consistency is not None:
-            lines += ["", *self.consistency.console_lines(self.consistency_path)]
+            lines += ["", *self.consistency.console_lines(self.consistency_path, causes=False)]
         return [*lines, "=" * 72]
 
     def web_rows(self) -> list[dict[str, str]]:
@@ -146,6 +147,24 @@ class RunOutcome:
         report = self.consistency
         if report is None:
             return rows
+        rows[1:1] = [
+            {
+                "item": "cause",
+                "result": f"{len(cause.wallets)} wallets",
+                "detail": cause.line() + (f" (e.g. {cause.evidence})" if cause.evidence else ""),
+            }
+            for cause in report.causes
+        ]
+        alone = report.unexplained()
+        if report.causes and alone:
+            rows.insert(
+                1 + len(report.causes),
+                {
+                    "item": "not explained by a cause",
+                    "result": str(sum(alone.values())),
+                    "detail": ", ".join(f"{kind} {count}" for kind, count in alone.items()),
+                },
+            )
         for kind, group in report.groups().items():
             first = group["first"]
             rows.append(

@@ -1,6 +1,8 @@
 """The original scripts' success criteria as thresholds: wallet creation above 95 %, operations
 above 90 % (refusals for insufficient funds counted apart, not as errors), and an optional p95
-latency bound. A pure function of the run record and a few figures."""
+latency bound; besides, a run must have loaded the service (no acknowledged operation is a
+failure), and reads of acknowledged writes must show them (read-your-writes). A pure function of
+the run record and a few figures."""
 
 from __future__ import annotations
 
@@ -44,17 +46,109 @@ def operation_counts(record: RunRecord) -> OperationCounts:
     )
 
 
+@dataclass(frozen=True)
+class LoadFigures:
+    """What the load phase did, for the no-load threshold: whether it began (seeding done) and
+    how long it ran; the seeding's figures to say why it did not."""
+
+    began: bool = True
+    seconds: float = 0.0
+    seeded: int = 0
+    planned: int = 0
+    seed_seconds: float = 0.0
+
+
+def load_threshold(record: RunRecord, load: LoadFigures) -> Threshold:
+    """A load test that sent no load must not pass: no acknowledged operation fails the run,
+    with the reason."""
+    ops = operation_counts(record)
+    sent = ops.counted + ops.refused_for_funds
+    if ops.ok > 0:
+        return Threshold(
+            "load", True, f"load: {ops.ok} operations acknowledged in {load.seconds:.0f}s of load"
+        )
+    if not load.began:
+        why = (
+            f"the run stopped while seeding ({load.seeded}/{load.planned} wallets created in"
+            f" {load.seed_seconds:.1f}s)"
+        )
+    elif sent == 0:
+        why = f"none was sent in {load.seconds:.1f}s of load"
+    else:
+        why = (
+            f"{sent} sent: {ops.refused_for_funds} refused for funds, {ops.rejected} rejected,"
+            f" {ops.indeterminate} indeterminate"
+        )
+    return Threshold("load", False, f"load: no operation was acknowledged: {why}")
+
+
+def visibility_thresholds(record: RunRecord, options: SuiteOptions) -> list[Threshold]:
+    """Read-your-writes: each endpoint polled after acknowledged writes must have shown every one
+    within --visibility-timeout (a 404 or 5xx, or an old balance, until then is a failure)."""
+    results = []
+    for endpoint in ("read model", "ledger"):
+        checked, unseen = record.read_counts(endpoint)
+        if not checked:
+            continue
+        answers = sorted(
+            {
+                t.unseen_answer[endpoint]
+                for t in record.wallets.values()
+                if endpoint in t.unseen_answer
+            }
+        )
+        line = (
+            f"{endpoint} showed {checked}/{checked} writes within {options.visibility_timeout:g}s"
+            if not unseen
+            else f"{endpoint} never showed {unseen} of {checked} writes within"
+            f" {options.visibility_timeout:g}s (last answers: {', '.join(answers)})"
+        )
+        results.append(Threshold(endpoint, not unseen, line))
+    return results
+
+
+def staleness_threshold(
+    options: SuiteOptions, staleness_p95: dict[str, float | None]
+) -> list[Threshold]:
+    """--max-staleness-ms: the read-your-writes staleness p95 of each endpoint within the bound;
+    no staleness measured at all is a failure (the bound was asked for)."""
+    if options.max_staleness_ms is None:
+        return []
+    measured = {k: v for k, v in staleness_p95.items() if v is not None}
+    bound = options.max_staleness_ms
+    if not measured:
+        return [
+            Threshold(
+                "staleness p95",
+                False,
+                f"staleness p95 n/a: no read-your-writes staleness was measured (bound {bound:g} ms)",
+            )
+        ]
+    passed = all(v <= bound for v in measured.values())
+    figures = ", ".join(f"{k} {v:.0f} ms" for k, v in sorted(measured.items()))
+    return [
+        Threshold(
+            "staleness p95",
+            passed,
+            f"staleness p95 {figures} {'<=' if passed else '>'} {bound:g} ms",
+        )
+    ]
+
+
 def judge(
     record: RunRecord,
     options: SuiteOptions,
     p95_ms: float | None,
     arrival: ArrivalCounts | None = None,
+    load: LoadFigures | None = None,
+    staleness_p95: dict[str, float | None] | None = None,
 ) -> list[Threshold]:
     created = record.creation_counts()[OK]
     attempted = sum(record.creation_counts().values())
     create_pct = 100.0 * created / attempted if attempted else 0.0
     ops = operation_counts(record)
     results = [
+        load_threshold(record, load or LoadFigures()),
         Threshold(
             "wallet creation",
             attempted > 0 and create_pct >= options.min_create_success,
@@ -79,6 +173,8 @@ def judge(
             f"idempotent replays {replays - mismatched}/{replays} answered as the first request",
         )
     )
+    results += visibility_thresholds(record, options)
+    results += staleness_threshold(options, staleness_p95 or {})
     if options.max_p95_ms > 0:
         passed = p95_ms is not None and p95_ms <= options.max_p95_ms
         results.append(

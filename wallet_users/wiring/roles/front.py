@@ -17,13 +17,15 @@ import gevent
 from ...consistency import CheckError, ConsistencyReport, Schema, not_checked, run_check
 from ...dsn import redact_dsn
 from ...load.arrival import ArrivalCounts
-from ...record import RunRecord
+from ...record import OK, RunRecord
+from ...record.history import FILE_NAME, RunHistory
+from ...record.ids import wallet_id
 from ...usage import exit_with_usage_error
 from .. import options as suite_options
 from ..options import SuiteOptions, UsageError
 from ..outcome import OpenModelFigures, RunOutcome, add_consistency_tab, mutation_p95
 from ..target import EmbeddedTarget, probe
-from ..thresholds import judge
+from ..thresholds import LoadFigures, judge
 from ..weights import apply_weights
 from .base import Role
 
@@ -38,6 +40,11 @@ class FrontRole(Role):
         self.target: EmbeddedTarget | None = None
         self.pg_dsn = ""  # the DSN as given, password included; never shown
         self.started = 0.0
+        self.load_started: float | None = None  # when seeding was done and the load began
+        self.load_time: float | None = None  # --run-time, taken over to time the load alone
+        self.load_ended: float | None = None
+        self._time_limit: gevent.Greenlet | None = None
+        self.test_open = False  # a test started and not finished
         self.notes: list[str] = []
         self.outcome: RunOutcome | None = None
 
@@ -54,6 +61,7 @@ class FrontRole(Role):
             exit_with_usage_error(str(error))
         if environment.web_ui is not None:
             add_consistency_tab(environment, lambda: self.outcome)
+        self._take_over_run_time()
         if environment.host:
             self._use_external_host(opts)
         else:
@@ -101,12 +109,41 @@ class FrontRole(Role):
             self.pg_dsn = dsn
             parsed.pg_dsn = redact_dsn(dsn)
 
+    def _take_over_run_time(self) -> None:
+        """--run-time is the load's, not the seeding's: Locust starts its timer with the test,
+        before test_start has seeded (a 20,000-wallet seeding could take all of it). A headless
+        run's limit is taken from Locust here, at init (main.py reads it only afterwards), and
+        armed by load_began() once the wallets exist."""
+        parsed = self.environment.parsed_options
+        if not getattr(parsed, "headless", False) or not getattr(parsed, "run_time", None):
+            return
+        self.load_time = float(parsed.run_time)
+        parsed.run_time = None
+        log.info(
+            "wallet suite: --run-time %gs times the load: it starts when seeding is done",
+            self.load_time,
+        )
+
+    def load_began(self) -> None:
+        """Seeding is done and the users load: from now on the run time counts."""
+        self.load_started = time.time()
+        if self.load_time is not None and self._time_limit is None:
+            log.info("seeding done: %gs of load (--run-time) from now", self.load_time)
+            self._time_limit = gevent.spawn_later(self.load_time, self._time_is_up)
+
+    def _time_is_up(self) -> None:
+        log.info("--run-time limit reached (%gs of load), shutting down", self.load_time)
+        self.runner.quit()
+
     # --- each test -----------------------------------------------------------------------------
 
     def options_for_test(self) -> SuiteOptions | None:
         """This test's options (the web UI's form may change them between tests); None, and the
         test stopped, if they are bad."""
         self.started = time.time()
+        self.load_started = None
+        self.load_ended: float | None = None
+        self.test_open = True
         self.notes.clear()
         try:
             opts = self._real_dsn(suite_options.parse(self.environment.parsed_options))
@@ -144,27 +181,50 @@ class FrontRole(Role):
         seeding: tuple[int, int, float],
         generator: list[str],
         arrival: ArrivalCounts | None = None,
+        history: RunHistory | None = None,
     ) -> RunOutcome:
         """Judge the thresholds, save the record, run the check, save its report: in that
         order, so nothing the user ran is lost if the check fails."""
+        self.test_open = False
+        now = time.time()
+        ended = self.load_ended or now
+        load_seconds = ended - self.load_started if self.load_started is not None else 0.0
+        if self.load_started is None:  # stopped while seeding: what it had done by then
+            prefix = wallet_id(options.run_id, 0)[:-6]
+            made = sum(
+                1 for w, t in record.wallets.items() if w.startswith(prefix) and t.created == OK
+            )
+            seeding = (made, options.wallets, now - self.started)
         outcome = RunOutcome(
             record=record,
             options=options,
             host=self.environment.host or "",
             embedded=self.target is not None,
-            seconds=max(time.time() - self.started, 1e-9),
+            seconds=max(load_seconds, 1e-9),
             seeding=seeding,
             generator=generator,
             notes=list(self.notes),
         )
-        outcome.p95_ms = mutation_p95(self.runner.stats)
+        stats = self.runner.stats
+        outcome.p95_ms = mutation_p95(stats)
         if options.arrival_rate > 0 and arrival is not None:
-            outcome.open_model = OpenModelFigures.of(options, arrival, self.runner.stats)
-        outcome.thresholds = judge(record, options, outcome.p95_ms, arrival)
+            outcome.open_model = OpenModelFigures.of(options, arrival, stats)
+        load = LoadFigures(
+            began=self.load_started is not None,
+            seconds=load_seconds,
+            seeded=seeding[0],
+            planned=seeding[1],
+            seed_seconds=seeding[2],
+        )
+        outcome.thresholds = judge(
+            record, options, outcome.p95_ms, arrival, load, staleness_p95(stats)
+        )
         report_dir = Path(options.report_dir) / options.run_id
         outcome.record_path = report_dir / "run-record.json"
         saved = _save("the run record", outcome.record_path, record.save)
-        outcome.consistency, outcome.check_failed = check(record, options)
+        if history:
+            saved &= _save("the run's history", report_dir / FILE_NAME, history.save)
+        outcome.consistency, outcome.check_failed = check(record, options, history)
         outcome.consistency_path = Path(
             options.consistency_report or report_dir / "consistency.json"
         )
@@ -175,7 +235,18 @@ class FrontRole(Role):
 
     # --- the end -------------------------------------------------------------------------------
 
+    def test_stop(self) -> None:
+        """Whoever stopped the test, the load is over and its timer done."""
+        self.load_ended = time.time()
+        limit, self._time_limit = self._time_limit, None
+        if limit is not None and gevent.getcurrent() is not limit:
+            limit.kill(block=False)
+
     def quitting(self) -> None:
+        if self.test_open:
+            # SIGTERM or Ctrl+C: Locust fires quitting and takes the exit code before it stops
+            # the test, so the verdict would come after the code it should have set
+            self.runner.stop()
         if self.outcome is None:
             return
         if self.environment.process_exit_code in (None, 0):
@@ -204,7 +275,20 @@ def _save(what: str, path: Path, save: Any) -> bool:
         return False
 
 
-def check(record: RunRecord, opts: SuiteOptions) -> tuple[ConsistencyReport, bool]:
+def staleness_p95(stats: Any) -> dict[str, float | None]:
+    """The read-your-writes staleness p95 per endpoint, from Locust's STALE entries."""
+    figures = {}
+    for endpoint in ("read model", "ledger"):
+        entry = stats.entries.get((f"{endpoint} staleness", "STALE"))
+        figures[endpoint] = (
+            entry.get_response_time_percentile(0.95) if entry and entry.num_requests else None
+        )
+    return figures
+
+
+def check(
+    record: RunRecord, opts: SuiteOptions, history: RunHistory | None = None
+) -> tuple[ConsistencyReport, bool]:
     """The consistency check of this run, and whether it could not run at all. Never raises."""
     if not opts.pg_dsn:
         log.warning("wallet suite: consistency NOT CHECKED: no --pg-dsn for the external --host")
@@ -217,6 +301,7 @@ def check(record: RunRecord, opts: SuiteOptions) -> tuple[ConsistencyReport, boo
             schema=Schema.with_overrides(opts.schema_overrides),
             settle_timeout=opts.settle_timeout,
             sleep=gevent.sleep,
+            history=history,
         )
         return report, False
     except CheckError as error:

@@ -35,6 +35,7 @@ class LoadGenerator:
         self.notes = notes  # the role's notes for this test: seeding shortfalls go there
         self.cpu = GeneratorLoad()
         self.run: SuiteRun | None = None
+        self.seeded = False  # this test's seeding created enough wallets to load
 
     def start(
         self, opts: SuiteOptions, shard: ShardPlan, on_seeding_failed: Callable[[], None]
@@ -55,7 +56,8 @@ class LoadGenerator:
             if hasattr(user_class, "network_timeout"):
                 user_class.network_timeout = opts.request_timeout
                 user_class.connection_timeout = opts.request_timeout
-        if not self._seed(run):
+        self.seeded = self._seed(run)
+        if not self.seeded:
             on_seeding_failed()
         run.ready = True
         # What exists now (seeded pools, Locust's own state) lives for the whole run: keep the
@@ -83,7 +85,9 @@ class LoadGenerator:
             shard.count,
             environment.host,
         )
-        run.seeding["wallets"] = seed(client, plans, run.wallets, run.record, run_id=opts.run_id)
+        run.seeding["wallets"] = seed(
+            client, plans, run.wallets, run.record, run_id=opts.run_id, history=run.history
+        )
         if HotWalletUser in environment.user_classes:
             run.seeding["hot wallets"] = seed(
                 client,
@@ -93,6 +97,7 @@ class LoadGenerator:
                 run_id=opts.run_id,
                 label="hot wallets",
                 adopt_existing=shard.shared_hot_wallets,
+                history=run.history,
             )
         result = run.seeding["wallets"]
         log.info("seeded %d/%d wallets in %.1fs", result.created, result.planned, result.seconds)
@@ -122,6 +127,17 @@ class LoadGenerator:
         if not run.options.resolve_indeterminate:
             log.info(
                 "%d operations stay indeterminate (--resolve-indeterminate no)", len(run.in_doubt)
+            )
+            return
+        again = sum(t.replays_applied_again for t in run.record.wallets.values())
+        if again:
+            # a re-send is a replay, and this service executes replays again: re-sending an
+            # operation that did apply would apply it twice
+            log.warning(
+                "%d operations stay indeterminate: %d replays were applied a second time during"
+                " the run, so re-sending with their keys could apply them twice",
+                len(run.in_doubt),
+                again,
             )
             return
         resolved, left = resolve_in_doubt(

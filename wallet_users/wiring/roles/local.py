@@ -6,6 +6,7 @@ from __future__ import annotations
 import gevent
 
 from ...load.run import set_suite_run
+from ...record.history import RunHistory
 from ..distributed import ShardPlan
 from .front import FrontRole
 from .generator import LoadGenerator
@@ -21,6 +22,8 @@ class LocalRole(FrontRole):
         opts = self.options_for_test()
         if opts is not None:
             self.generator.start(opts, ShardPlan(opts.run_id), self._seeding_failed)
+            if self.generator.seeded:
+                self.load_began()
 
     def _seeding_failed(self) -> None:
         if self.environment.web_ui is not None:
@@ -30,9 +33,18 @@ class LocalRole(FrontRole):
             gevent.spawn(self.runner.quit)
 
     def test_stop(self) -> None:
+        super().test_stop()
         run = self.generator.stop()
         if run is None:
             return
         result = run.seeding.get("wallets")
         seeding = (result.created, result.planned, result.seconds) if result else (0, 0, 0.0)
-        self.finish(run.record, run.options, seeding, [self.generator.cpu.describe()], run.arrival)
+        self.finish(
+            run.record,
+            run.options,
+            seeding,
+            [self.generator.cpu.describe()],
+            run.arrival,
+            RunHistory.of(run.history),
+        )
+        run.history.discard()

@@ -9,7 +9,7 @@ from typing import Any
 import gevent
 
 from ...load.run import set_suite_run
-from ..distributed import FINISH, RECORD, Coordinator, WorkerReport
+from ..distributed import FINISH, HISTORY, RECORD, SEEDED, Coordinator, WorkerReport
 from ..options import SuiteOptions
 from .front import FrontRole
 
@@ -21,13 +21,28 @@ class MasterRole(FrontRole):
         super().__init__(environment)
         self.coordinator = Coordinator()
         self.options: SuiteOptions | None = None  # this test's options, sent to the workers
+        self._seeding: gevent.Greenlet | None = None
 
     def init(self) -> None:
         self.runner.register_message(RECORD, self._on_record)
+        self.runner.register_message(SEEDED, self._on_seeded)
+        self.runner.register_message(HISTORY, self._on_history)
         super().init()
 
     def _on_record(self, environment: Any, msg: Any, **_: Any) -> None:
         self.coordinator.received(msg.node_id, msg.data)
+
+    def _on_seeded(self, environment: Any, msg: Any, **_: Any) -> None:
+        self.coordinator.shard_seeded(msg.node_id, msg.data)
+
+    def _on_history(self, environment: Any, msg: Any, **_: Any) -> None:
+        self.coordinator.history_chunk(msg.node_id, msg.data)
+
+    def _await_seeding(self) -> None:
+        """The load begins when every worker has seeded its shard (or is gone)."""
+        while not self.coordinator.seeding_done(self.runner):
+            gevent.sleep(0.1)
+        self.load_began()
 
     def test_start(self) -> None:
         set_suite_run(self.environment, None)
@@ -36,6 +51,7 @@ class MasterRole(FrontRole):
             return
         self.options = opts
         self.coordinator.assign(self.runner, opts, opts.run_id, opts.shared_hot_wallets)
+        self._seeding = gevent.spawn(self._await_seeding)
 
     def test_stopping(self) -> None:
         # A headless master quits without telling the workers to stop until its own test_stop
@@ -44,6 +60,10 @@ class MasterRole(FrontRole):
             self.runner.send_message(FINISH, None, client_id=client_id)
 
     def test_stop(self) -> None:
+        super().test_stop()
+        if self._seeding is not None:
+            self._seeding.kill(block=False)
+            self._seeding = None
         coordinator = self.coordinator
         if not coordinator.shards or self.options is None:
             return
@@ -58,7 +78,14 @@ class MasterRole(FrontRole):
                 f"the workers of shards {', '.join(str(i + 1) for i in lost)} sent no record:"
                 f" {len(record.unverified)} wallets checked by database invariants only"
             )
-        self.finish(record, self.options, coordinator.totals(), generator, coordinator.arrival())
+        self.finish(
+            record,
+            self.options,
+            coordinator.totals(),
+            generator,
+            coordinator.arrival(),
+            coordinator.history,
+        )
 
 
 def _cpu_line(report: WorkerReport) -> str:

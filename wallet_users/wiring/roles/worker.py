@@ -12,7 +12,7 @@ import gevent
 from ...load.run import SuiteRun, set_suite_run
 from ...usage import exit_with_usage_error
 from .. import options as suite_options
-from ..distributed import FINISH, PLAN, RECORD, ShardPlan, WorkerReport
+from ..distributed import FINISH, HISTORY, PLAN, RECORD, SEEDED, ShardPlan, WorkerReport
 from ..options import UsageError
 from ..weights import apply_weights
 from .base import Role
@@ -63,10 +63,14 @@ class WorkerRole(Role):
             return
         self.shards_done.add(self.shard.run_id)
         self.generator.start(opts, self.shard, on_seeding_failed=lambda: None)
+        self.runner.send_message(SEEDED, {"run_id": self.shard.run_id})
 
     def test_stop(self) -> None:
         run = self.generator.stop()
         if run is not None:
+            for chunk in run.history.chunks():  # before the record: the master waits for that
+                self.runner.send_message(HISTORY, {"run_id": run.options.run_id, **chunk})
+            run.history.discard()
             self.runner.send_message(RECORD, self._report(run).to_message())
 
     def _report(self, run: SuiteRun) -> WorkerReport:
