@@ -20,7 +20,8 @@ class LocalRole(FrontRole):
         set_suite_run(self.environment, None)  # nothing of an earlier test is reused
         opts = self.options_for_test()
         if opts is not None:
-            self.generator.start(opts, ShardPlan(opts.run_id), self._seeding_failed)
+            shard = ShardPlan(opts.run_id, resolve_indeterminate=opts.resolve_indeterminate)
+            self.generator.start(opts, shard, self._seeding_failed)
 
     def _seeding_failed(self) -> None:
         if self.environment.web_ui is not None:
@@ -30,6 +31,7 @@ class LocalRole(FrontRole):
             gevent.spawn(self.runner.quit)
 
     def test_stop(self) -> None:
+        self.stop_sampling()
         run = self.generator.stop()
         if run is None:
             return
