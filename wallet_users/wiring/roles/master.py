@@ -38,14 +38,18 @@ class MasterRole(FrontRole):
         self.coordinator.assign(self.runner, opts, opts.run_id, opts.shared_hot_wallets)
 
     def test_stopping(self) -> None:
+        super().test_stopping()
         # A headless master quits without telling the workers to stop until its own test_stop
         # is over: ask them now, so their records arrive while it waits for them.
         for client_id in self.coordinator.shards:
             self.runner.send_message(FINISH, None, client_id=client_id)
 
     def test_stop(self) -> None:
+        self.stop_sampling()
         coordinator = self.coordinator
         if not coordinator.shards or self.options is None:
+            if self.tab.checking:
+                self.tab.finished(None, "no worker had a shard of this test")
             return
         record, lost = coordinator.collect(self.runner, RECORD_WAIT_SECONDS, gevent.sleep)
         by_shard = sorted(coordinator.reports.items(), key=lambda i: coordinator.shards[i[0]].index)
