@@ -1,12 +1,14 @@
-"""The suite through Locust's web UI: a real `locust` process serving the UI on a free loopback
-port, whose start form carries the suite's options, and which runs a test started over HTTP the
-way the form's button does (POST /swarm), counts its requests, and stops on POST /stop."""
+"""The suite through Locust's web UI over HTTP: a real `locust` process serving the UI on a free
+loopback port, whose start form carries the suite's options, refuses bad values before anything
+starts, keeps the database password out of the page, and runs a test started the way the form's
+button does (POST /swarm): it counts its requests and the projectors' lag, stops on POST /stop,
+and serves the verdict, the reports and an HTML report that carries the verdict. (A browser
+drives the same page in test_browser_ui.py.)"""
 
 from __future__ import annotations
 
 import json
 import re
-import shutil
 import signal
 import subprocess
 import urllib.error
@@ -19,7 +21,7 @@ from typing import Any
 import pytest
 
 from reference_wallet.launcher import free_port
-from tests.locust_support import PROJECT_ROOT, locust_command, locust_env
+from tests.locust_support import PROJECT_ROOT, closed_port, locust_command, locust_env
 from tests.polling import wait_until
 from wallet_users.record import RunRecord
 
@@ -44,6 +46,7 @@ SUITE_OPTIONS = (
     "min_operation_success",
     "max_p95_ms",
     "report_dir",
+    "lag_interval",
 )
 
 
@@ -64,7 +67,8 @@ class WebUI:
 
     def post(self, path: str, form: dict[str, str] | None = None) -> Any:
         data = urllib.parse.urlencode(form or {}).encode()
-        with urllib.request.urlopen(self.url + path, data=data, timeout=10) as response:
+        # POST /stop returns once the test's check is over: give it the check's time
+        with urllib.request.urlopen(self.url + path, data=data, timeout=60) as response:
             body = response.read().decode()
         return json.loads(body) if body.strip().startswith("{") else body
 
@@ -82,29 +86,13 @@ class WebUI:
         return self.log.read_text(errors="replace")[-4000:]
 
 
-@pytest.fixture
-def web_ui(reference_wallet, tmp_path: Path) -> Iterator[tuple[WebUI, Any]]:
-    service = reference_wallet()
+def start_web_ui(tmp_path: Path, *args: str) -> WebUI:
+    """`locust` with its web UI on a free loopback port, answering; stopped by stop_web_ui."""
     port = free_port()
-    log = tmp_path / "locust.log"
+    log = tmp_path / f"locust-{port}.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            locust_command(
-                "--web-host",
-                "127.0.0.1",
-                "--web-port",
-                str(port),
-                "--host",
-                service.url,
-                "--pg-dsn",
-                service.dsn,
-                "--wallets",
-                "15",
-                "--settle-timeout",
-                "20",
-                "--report-dir",
-                str(tmp_path / "reports"),
-            ),
+            locust_command("--web-host", "127.0.0.1", "--web-port", str(port), *args),
             cwd=PROJECT_ROOT,
             env=locust_env(),
             stdin=subprocess.DEVNULL,
@@ -114,15 +102,44 @@ def web_ui(reference_wallet, tmp_path: Path) -> Iterator[tuple[WebUI, Any]]:
     ui = WebUI(process, f"http://127.0.0.1:{port}", log)
     try:
         wait_until(ui.answering, 60, "the web UI to answer")
+    except BaseException:
+        stop_web_ui(ui)
+        raise
+    return ui
+
+
+def stop_web_ui(ui: WebUI) -> None:
+    if ui.process.poll() is None:
+        ui.process.send_signal(signal.SIGTERM)  # Locust's own shutdown path
+        try:
+            ui.process.wait(30)
+        except subprocess.TimeoutExpired:
+            ui.process.kill()
+            ui.process.wait()
+
+
+@pytest.fixture
+def web_ui(reference_wallet, tmp_path: Path) -> Iterator[tuple[WebUI, Any]]:
+    service = reference_wallet()
+    ui = start_web_ui(
+        tmp_path,
+        "--host",
+        service.url,
+        "--pg-dsn",
+        service.dsn,
+        "--wallets",
+        "15",
+        "--settle-timeout",
+        "20",
+        "--lag-interval",
+        "0.5",
+        "--report-dir",
+        str(tmp_path / "reports"),
+    )
+    try:
         yield ui, service
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)  # Locust's own shutdown path
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_web_ui(ui)
 
 
 def template_args(html: str) -> dict[str, Any]:
@@ -179,6 +196,14 @@ def test_a_test_started_from_the_form_runs_counts_requests_and_stops(
     counted = wait_until(mutations_counted, 60, "credits counted in /stats/requests")
     assert not any("(replay)" in name for name in counted)  # replay_ratio 0 from the form
 
+    def lag_entries() -> set[tuple[str, str]]:
+        entries = {(e["method"], e["name"]) for e in ui.stats()["stats"]}
+        wanted = {("BACKLOG", "ledger-projector (events)"), ("LAG", "ledger-projector")}
+        return entries & wanted if wanted <= entries else set()
+
+    # the projectors' lag, sampled in the service's database while the load runs
+    wait_until(lag_entries, 60, "LAG and BACKLOG entries in /stats/requests")
+
     ui.post("/stop")
     wait_until(lambda: ui.stats()["state"] == "stopped", 60, "the runner to stop")
 
@@ -200,35 +225,50 @@ def test_a_test_started_from_the_form_runs_counts_requests_and_stops(
 
     rows = wait_until(consistency_row, 60, "the consistency tab to show a verdict")
     assert rows["verdict"]["result"] == "PASS", rows
+    assert "lt-from-the-form" not in rows["run record"]["detail"]  # a path, not wallet ids
+    assert rows["run record"]["detail"].startswith(f"{ui.url}/run-record")
+
+    # the reports the tab links to, served by the UI
+    status, body = ui.get("/run-record")
+    assert status == 200 and json.loads(body)["run_id"] == "from-the-form"
+    status, body = ui.get("/consistency?download=1")
+    assert status == 200 and json.loads(body)["status"] == "valid"
+    # the Download Report page carries the verdict
+    status, page = ui.get("/stats/report")
+    assert status == 200
+    assert 'id="wallet-suite-consistency"' in page
+    assert "consistency VALID" in page
 
 
-CHROMIUM = next(
-    (
-        shutil.which(name)
-        for name in ("chromium", "chromium-browser", "google-chrome")
-        if shutil.which(name)
-    ),
-    None,
-)
-
-
-@pytest.mark.skipif(CHROMIUM is None, reason="no chromium installed (tests install nothing)")
-def test_a_screenshot_of_the_start_form_from_headless_chromium(web_ui, tmp_path: Path) -> None:
-    ui, _ = web_ui
-    shot = tmp_path / "start-form.png"
-    subprocess.run(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--window-size=1280,900",
-            f"--screenshot={shot}",
-            "--virtual-time-budget=5000",
-            ui.url,
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
+def test_a_bad_custom_parameter_is_refused_in_the_answer_and_starts_nothing(web_ui) -> None:
+    ui, service = web_ui
+    answer = ui.post(
+        "/swarm", {"user_count": "2", "spawn_rate": "2", "host": service.url, "wallets": "lots"}
     )
-    assert shot.stat().st_size > 10_000
+    assert answer["success"] is False
+    assert answer["message"] == "wallet suite: --wallets: 'lots' is not a whole number"
+    assert ui.stats()["state"] == "ready"
+    # a host that answers nothing is refused the same way
+    answer = ui.post(
+        "/swarm",
+        {"user_count": "2", "spawn_rate": "2", "host": f"http://127.0.0.1:{closed_port()}"},
+    )
+    assert answer["success"] is False and "cannot reach the host" in answer["message"]
+    assert ui.stats()["state"] == "ready"
+
+
+def test_the_page_source_never_holds_the_database_password(
+    reference_wallet, tmp_path: Path
+) -> None:
+    service = reference_wallet()
+    secret = "s3cret-in-the-dsn"
+    dsn = f"{service.dsn.split('://')[0]}://postgres:{secret}@127.0.0.1:1/wallex"
+    ui = start_web_ui(tmp_path, "--host", service.url, "--pg-dsn", dsn)
+    try:
+        status, page = ui.get("/")
+        assert status == 200
+        assert secret not in page
+        default = template_args(page)["extra_options"]["pg_dsn"]["default_value"]
+        assert "***" in default, default
+    finally:
+        stop_web_ui(ui)

@@ -24,6 +24,12 @@ def test_the_defaults_are_the_original_scripts_figures() -> None:
     assert (opts.min_create_success, opts.min_operation_success) == (95, 90)
     assert opts.max_p95_ms == 0  # off
     assert opts.seed is None and opts.pg_dsn is None
+    assert opts.lag_interval == 2  # the projectors' lag is sampled every 2 s
+
+
+def test_a_lag_interval_of_zero_turns_the_sampling_off() -> None:
+    assert suite_options_from("--lag-interval", "0").lag_interval == 0
+    assert suite_options_from("--lag-interval", "0.5").lag_interval == 0.5
 
 
 def test_values_arrive_as_text_from_conf_files_and_are_converted() -> None:
@@ -113,6 +119,9 @@ BAD_VALUES = [
     (["--arrival-rate", "-10"], "--arrival-rate: -10.0 is below 0"),
     (["--max-in-flight", "0"], "--max-in-flight: 0 is below 1"),
     (["--max-dropped-percent", "150"], "--max-dropped-percent: 150.0 is above 100"),
+    (["--lag-interval", "-1"], "--lag-interval: -1.0 is below 0"),
+    (["--lag-interval", "0.1"], "--lag-interval: 0.1 is below 0.5 seconds (0 turns it off)"),
+    (["--lag-interval", "often"], "--lag-interval: 'often' is not a number"),
 ]
 
 

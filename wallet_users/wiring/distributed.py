@@ -45,6 +45,8 @@ class ShardPlan:
     index: int = 0
     count: int = 1
     shared_hot_wallets: bool = False
+    # decided by the master per test (yes on the embedded target): the workers do as it says
+    resolve_indeterminate: bool = False
 
 
 def shard_wallets(options: SuiteOptions, shard: ShardPlan) -> list[WalletPlan]:
@@ -112,7 +114,9 @@ class Coordinator:
         self.seeded = set()
         self.history = RunHistory()
         for index, node in enumerate(workers):
-            shard = ShardPlan(run_id, index, len(workers), shared_hot)
+            shard = ShardPlan(
+                run_id, index, len(workers), shared_hot, options.resolve_indeterminate
+            )
             self.shards[node.id] = shard
             runner.send_message(PLAN, asdict(shard), client_id=node.id)
         log.info(

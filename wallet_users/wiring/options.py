@@ -73,6 +73,7 @@ class SuiteOptions:
     max_dropped_percent: float | None = None  # None: no threshold
     visibility_timeout: float = 5.0  # read-your-writes: seconds a write may take to show
     max_staleness_ms: float | None = None  # read-your-writes staleness p95 bound; None: off
+    lag_interval: float = 2.0  # seconds between samples of the projectors' lag; 0: off
 
 
 def register(parser: Any) -> None:
@@ -132,6 +133,13 @@ def register(parser: Any) -> None:
         default="",
         is_secret=True,
         help="the target's PostgreSQL, for the consistency check (default: the embedded target's)",
+    )
+    group.add_argument(
+        "--lag-interval",
+        type=str,
+        default="2",
+        help="seconds between samples of the projectors' backlog and lag in the target's database"
+        " while the load runs, shown as LAG and BACKLOG entries (default 2; 0: off)",
     )
     group.add_argument(
         "--settle-timeout",
@@ -304,12 +312,25 @@ def parse(parsed: argparse.Namespace) -> SuiteOptions:
             ("auto", "yes", "no"),
         )
         == "yes",
+        lag_interval=_lag_interval(getattr(parsed, "lag_interval", "2")),
     )
 
 
 def _optional_number(value: Any, name: str, low: float, high: float) -> float | None:
     text = str(value if value is not None else "").strip()
     return _number(text, name, float, low, high) if text else None
+
+
+MIN_LAG_INTERVAL = 0.5  # below this the sampling would start to load the target's database
+
+
+def _lag_interval(value: Any) -> float:
+    seconds = _number(value, "lag-interval", float, 0)
+    if 0 < seconds < MIN_LAG_INTERVAL:
+        raise UsageError(
+            f"--lag-interval: {seconds:g} is below {MIN_LAG_INTERVAL:g} seconds (0 turns it off)"
+        )
+    return seconds
 
 
 def _choice(value: Any, name: str, choices: tuple[str, ...]) -> str:

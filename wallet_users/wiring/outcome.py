@@ -1,10 +1,9 @@
 """How a finished run is judged and told: thresholds and consistency into one verdict, the exit
 code, the console summary (verdict first, then the few figures that matter, then where the
-details are, as pgbench does), and the web UI's Consistency tab."""
+details are, as pgbench does), and the rows of the web UI's Consistency tab."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -214,43 +213,3 @@ def _percentiles(stats: Any, method: str) -> tuple[float | None, float | None]:
     if not merged.num_requests:
         return None, None
     return merged.get_response_time_percentile(0.95), merged.get_response_time_percentile(0.99)
-
-
-def add_consistency_tab(environment: Any, latest: Any) -> None:
-    """A 'Consistency' tab in the web UI, filled after each test stops, and /consistency (JSON).
-    latest() returns the newest RunOutcome or None."""
-    from flask import jsonify, request
-
-    web_ui = environment.web_ui
-    web_ui.template_args["extended_tabs"] = [{"title": "Consistency", "key": "consistency"}]
-    web_ui.template_args["extended_tables"] = [
-        {
-            "key": "consistency",
-            "structure": [
-                {"key": "item", "title": "Item"},
-                {"key": "result", "title": "Result"},
-                {"key": "detail", "title": "Detail"},
-            ],
-        }
-    ]
-
-    def rows() -> list[dict[str, str]]:
-        outcome = latest()
-        if outcome is None:
-            return [{"item": "verdict", "result": "no test has stopped yet", "detail": ""}]
-        return outcome.web_rows()
-
-    @web_ui.app.after_request
-    def _extend_stats(response):
-        if request.path == "/stats/requests" and response.is_json:
-            payload = response.get_json()
-            payload["extended_stats"] = [{"key": "consistency", "data": rows()}]
-            response.set_data(json.dumps(payload))
-        return response
-
-    @web_ui.app.route("/consistency")
-    def _consistency_json():
-        outcome = latest()
-        if outcome is None or outcome.consistency is None:
-            return jsonify({"status": "no test has stopped yet"})
-        return jsonify({"verdict": outcome.verdict, **outcome.consistency.to_dict()})

@@ -1,9 +1,11 @@
 """What the process that owns the verdict does (a local runner, or a distributed run's master):
-choose the target at start-up, then after each test judge the thresholds, run the consistency
-check, save the reports and set the exit code."""
+choose the target at start-up; during each test sample the projectors' lag and keep the
+Consistency tab current; after it judge the thresholds, run the consistency check, save the
+reports and set the exit code."""
 
 from __future__ import annotations
 
+import argparse
 import atexit
 import dataclasses
 import logging
@@ -22,8 +24,11 @@ from ...record.history import FILE_NAME, RunHistory
 from ...record.ids import wallet_id
 from ...usage import exit_with_usage_error
 from .. import options as suite_options
+from ..consistency_tab import ConsistencyTab, StartedTest
+from ..html_report import add_verdict_to_file
 from ..options import SuiteOptions, UsageError
-from ..outcome import OpenModelFigures, RunOutcome, add_consistency_tab, mutation_p95
+from ..outcome import OpenModelFigures, RunOutcome, mutation_p95
+from ..projection_lag import ProjectionLagSampler
 from ..target import EmbeddedTarget, probe
 from ..thresholds import LoadFigures, judge
 from ..weights import apply_weights
@@ -47,6 +52,8 @@ class FrontRole(Role):
         self.test_open = False  # a test started and not finished
         self.notes: list[str] = []
         self.outcome: RunOutcome | None = None
+        self.sampler = ProjectionLagSampler(environment.events.request.fire)
+        self.tab = ConsistencyTab(lag=lambda: self.sampler.latest)
 
     # --- start-up ----------------------------------------------------------------------------
 
@@ -60,7 +67,9 @@ class FrontRole(Role):
         except UsageError as error:
             exit_with_usage_error(str(error))
         if environment.web_ui is not None:
-            add_consistency_tab(environment, lambda: self.outcome)
+            from .. import web_ui  # Flask: only where there is a web UI
+
+            web_ui.attach(environment, self)
         self._take_over_run_time()
         if environment.host:
             self._use_external_host(opts)
@@ -94,10 +103,6 @@ class FrontRole(Role):
             sys.exit(1)
         atexit.register(self.target.stop)
         environment.host = self.target.url
-        environment.parsed_options.pg_dsn = self.target.dsn
-        parsed = environment.parsed_options
-        if str(getattr(parsed, "resolve_indeterminate", "auto")).lower() == "auto":
-            parsed.resolve_indeterminate = "yes"  # the reference honours keys
 
     def _hide_dsn_password(self) -> None:
         """Locust writes option values into the web UI's page source, secret ones included: keep
@@ -138,8 +143,8 @@ class FrontRole(Role):
     # --- each test -----------------------------------------------------------------------------
 
     def options_for_test(self) -> SuiteOptions | None:
-        """This test's options (the web UI's form may change them between tests); None, and the
-        test stopped, if they are bad."""
+        """This test's options (the web UI's form may change them between tests), its projection
+        lag sampling started; None, and the test stopped, if they are bad."""
         self.started = time.time()
         self.load_started = None
         self.load_ended: float | None = None
@@ -147,11 +152,39 @@ class FrontRole(Role):
         self.notes.clear()
         try:
             opts = self._real_dsn(suite_options.parse(self.environment.parsed_options))
+            if not self.environment.host and self.target is None:
+                raise UsageError("no host to load: name the service (e.g. http://wallex:3000)")
         except UsageError as error:
             log.error("wallet suite: %s", error)
             gevent.spawn(self.runner.stop)
             return None
-        return self._away_from_embedded(opts)
+        opts, plan = self._for_this_host(opts)
+        self.tab.started(plan)
+        schema = Schema.with_overrides(opts.schema_overrides)
+        self.sampler.start(opts.pg_dsn, schema, opts.lag_interval)
+        return opts
+
+    def form_problem(self, form: Any) -> str | None:
+        """Why the web UI's start form cannot start a test, in one line; None if it can. Checked
+        before Locust starts anything, so the page shows the reason and nothing runs."""
+        if self.tab.checking:
+            return "the last test is still being checked: start the next one after its verdict"
+        parsed = argparse.Namespace(**vars(self.environment.parsed_options))
+        for key, value in form.items():
+            if hasattr(parsed, key):
+                old = getattr(parsed, key)
+                setattr(parsed, key, value == "true" if isinstance(old, bool) else value)
+        try:
+            suite_options.parse(parsed)
+        except UsageError as error:
+            return str(error)
+        host = str(form.get("host", self.environment.host or "")).strip().rstrip("/")
+        if not host:
+            return None if self.target else "the host field is empty: name the service to load"
+        if self.target is not None and host == self.target.url:
+            return None
+        problem = probe(host, timeout=3)
+        return f"cannot reach the host {host}: {problem}" if problem else None
 
     def _real_dsn(self, opts: SuiteOptions) -> SuiteOptions:
         """Undo _hide_dsn_password: a DSN still in its redacted form means the one given."""
@@ -159,20 +192,58 @@ class FrontRole(Role):
             return dataclasses.replace(opts, pg_dsn=self.pg_dsn)
         return opts
 
-    def _away_from_embedded(self, opts: SuiteOptions) -> SuiteOptions:
-        """The web UI's form can point a test elsewhere than the embedded target: then its
-        database is not the target's (the check says 'not checked' unless a DSN was typed) and
-        re-sending in-doubt operations is off (the real Wallex ignores keys on
-        credit/debit/transfer)."""
+    def _for_this_host(self, opts: SuiteOptions) -> tuple[SuiteOptions, StartedTest]:
+        """Which database checks this test, and whether in-doubt operations are re-sent. With
+        the embedded target, a test on it (or on an empty host field) is checked in its
+        database whatever the form's DSN field holds; a host typed into the form is another
+        service, checked only if a DSN was typed too, and never re-sent to (the real Wallex
+        ignores keys on credit/debit/transfer)."""
         target, environment = self.target, self.environment
-        if target is None or (environment.host or "").rstrip("/") == target.url:
-            return opts
-        log.warning(
-            "wallet suite: the host is not the embedded target: in-doubt operations are not re-sent"
+        choice = str(environment.parsed_options.resolve_indeterminate or "auto").strip().lower()
+        warnings = []
+        host = (environment.host or "").strip().rstrip("/")
+        on_target = target is not None and host in ("", target.url)
+        if on_target:
+            environment.host = target.url  # an empty host field means the embedded target
+            resolve, dsn = choice != "no", target.dsn
+        elif target is not None:
+            resolve = choice == "yes"
+            dsn = None if opts.pg_dsn == target.dsn else opts.pg_dsn
+            log.warning("wallet suite: the host is not the embedded target: %s", environment.host)
+            if not resolve:
+                warnings.append(
+                    "the host is not the embedded target: in-doubt operations are not re-sent"
+                )
+        else:
+            resolve, dsn = opts.resolve_indeterminate, opts.pg_dsn
+        reason = ""
+        if not dsn:
+            reason = (
+                f"no DSN was given for the external host {environment.host}:"
+                " type its database into 'Pg dsn' (--pg-dsn) to have it checked"
+            )
+            if environment.web_ui is not None:  # headless runs said so at start-up
+                log.warning("wallet suite: consistency will NOT be checked: %s", reason)
+        opts = dataclasses.replace(opts, pg_dsn=dsn, resolve_indeterminate=resolve)
+        plan = StartedTest(
+            run_id=opts.run_id,
+            host=environment.host,
+            embedded=on_target,
+            checked_against=redact_dsn(dsn) if dsn else None,
+            not_checked_reason=reason,
+            options=opts,
+            warnings=warnings,
         )
-        environment.parsed_options.resolve_indeterminate = "no"  # for workers too
-        dsn = None if opts.pg_dsn == target.dsn else opts.pg_dsn
-        return dataclasses.replace(opts, pg_dsn=dsn, resolve_indeterminate=False)
+        return opts, plan
+
+    def test_stopping(self) -> None:
+        self.tab.stopping()
+
+    def stop_sampling(self) -> None:
+        """The load has stopped: no more lag samples; what they cost goes into the notes."""
+        self.sampler.stop()
+        if line := self.sampler.describe():
+            self.notes.append(line)
 
     def finish(
         self,
@@ -199,7 +270,7 @@ class FrontRole(Role):
             record=record,
             options=options,
             host=self.environment.host or "",
-            embedded=self.target is not None,
+            embedded=self.target is not None and self.environment.host == self.target.url,
             seconds=max(load_seconds, 1e-9),
             seeding=seeding,
             generator=generator,
@@ -231,6 +302,7 @@ class FrontRole(Role):
         saved &= _save("the consistency report", outcome.consistency_path, outcome.consistency.save)
         outcome.check_failed |= not saved
         self.outcome = outcome
+        self.tab.finished(outcome)
         return outcome
 
     # --- the end -------------------------------------------------------------------------------
@@ -247,10 +319,15 @@ class FrontRole(Role):
             # SIGTERM or Ctrl+C: Locust fires quitting and takes the exit code before it stops
             # the test, so the verdict would come after the code it should have set
             self.runner.stop()
+        self.sampler.stop()
         if self.outcome is None:
             return
         if self.environment.process_exit_code in (None, 0):
             self.environment.process_exit_code = self.outcome.exit_code
+        # Locust has written --html by now (before its quitting event): add the verdict
+        html_file = getattr(self.environment.parsed_options, "html_file", None)
+        if html_file and Path(html_file).is_file():
+            add_verdict_to_file(Path(html_file), self.tab.rows())
 
     def quit(self, exit_code: int) -> None:
         if self.outcome is not None:

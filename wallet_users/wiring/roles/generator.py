@@ -42,7 +42,9 @@ class LoadGenerator:
     ) -> SuiteRun:
         """Seed the shard, then hand the users a ready SuiteRun."""
         environment = self.environment
-        opts = dataclasses.replace(opts, run_id=shard.run_id)
+        opts = dataclasses.replace(
+            opts, run_id=shard.run_id, resolve_indeterminate=shard.resolve_indeterminate
+        )
         apply_weights(environment, opts.weights, drop_empty=False)
         run = SuiteRun.start(opts)
         run.shard = shard

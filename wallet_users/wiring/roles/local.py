@@ -21,7 +21,8 @@ class LocalRole(FrontRole):
         set_suite_run(self.environment, None)  # nothing of an earlier test is reused
         opts = self.options_for_test()
         if opts is not None:
-            self.generator.start(opts, ShardPlan(opts.run_id), self._seeding_failed)
+            shard = ShardPlan(opts.run_id, resolve_indeterminate=opts.resolve_indeterminate)
+            self.generator.start(opts, shard, self._seeding_failed)
             if self.generator.seeded:
                 self.load_began()
 
@@ -34,6 +35,7 @@ class LocalRole(FrontRole):
 
     def test_stop(self) -> None:
         super().test_stop()
+        self.stop_sampling()
         run = self.generator.stop()
         if run is None:
             return

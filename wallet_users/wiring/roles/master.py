@@ -54,6 +54,7 @@ class MasterRole(FrontRole):
         self._seeding = gevent.spawn(self._await_seeding)
 
     def test_stopping(self) -> None:
+        super().test_stopping()
         # A headless master quits without telling the workers to stop until its own test_stop
         # is over: ask them now, so their records arrive while it waits for them.
         for client_id in self.coordinator.shards:
@@ -64,8 +65,11 @@ class MasterRole(FrontRole):
         if self._seeding is not None:
             self._seeding.kill(block=False)
             self._seeding = None
+        self.stop_sampling()
         coordinator = self.coordinator
         if not coordinator.shards or self.options is None:
+            if self.tab.checking:
+                self.tab.finished(None, "no worker had a shard of this test")
             return
         record, lost = coordinator.collect(self.runner, RECORD_WAIT_SECONDS, gevent.sleep)
         by_shard = sorted(coordinator.reports.items(), key=lambda i: coordinator.shards[i[0]].index)
