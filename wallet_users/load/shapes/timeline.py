@@ -18,7 +18,8 @@ class TimelineShape(LoadTestShape):
 
     def tick(self) -> tuple[int, float] | None:
         options: Any = self.runner.environment.parsed_options
-        length = float(options.run_time or 60)
+        # the suite takes --run-time from Locust to time the load only (wiring/roles/front.py)
+        length = float(getattr(options, "load_time", None) or options.run_time or 60)
         t = self.get_run_time()
         if t >= length:
             return None

@@ -124,6 +124,7 @@ class FrontRole(Role):
             return
         self.load_time = float(parsed.run_time)
         parsed.run_time = None
+        parsed.load_time = self.load_time  # what the load shapes stretch over
         log.info(
             "wallet suite: --run-time %gs times the load: it starts when seeding is done",
             self.load_time,
