@@ -362,6 +362,7 @@ def test_processes_2_shards_and_checks_like_a_master_with_two_workers(
         "processes",
         "--processes",
         str(SHARDS),
+        *processes_ports(),
         *load(),
         "--wallets",
         str(WALLETS),
@@ -624,3 +625,10 @@ def run_across(
         for i in (1, 2)
     ]
     return master, workers, service
+
+
+def processes_ports() -> list[str]:
+    """--processes binds Locust's default master port (5557) unless told otherwise: a free one,
+    so that runs on the same machine (another test session, a user's own Locust) do not collide."""
+    port = str(closed_port())
+    return ["--master-bind-port", port, "--master-port", port]

@@ -20,6 +20,7 @@ from gevent.event import Event
 from locust_support import PROJECT_ROOT, LocustRun, locust_command, locust_env
 from polling import wait_until
 from test_consistency_runs import FinishedRun, outbox_events, run_suite, suite_args
+from test_distributed import processes_ports
 
 from wallet_users.load.arrival import DROPPED, ArrivalCounts, ArrivalShare, Pacer
 from wallet_users.load.pool import WalletPool
@@ -179,7 +180,7 @@ def test_with_processes_2_the_rate_is_split_over_the_workers_and_their_counts_ad
         service.url,
         service.dsn,
         tmp_path,
-        *("--arrival-rate", "120", "--processes", "2"),
+        *("--arrival-rate", "120", "--processes", "2", *processes_ports()),
         "WalletUser",
         seconds=6,
         users=4,
