@@ -1,18 +1,27 @@
 """Running the suite the way users do, for tests: Locust's own option parser for the pure tests,
-and real `locust` subprocesses (headless or with the web UI) from the project root."""
+and real `locust` subprocesses (headless, or with the web UI and a small HTTP client for it) from
+the project root."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
+import urllib.error
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from locust.argument_parser import LocustArgumentParser
 
+from reference_wallet.launcher import free_port
+from tests.polling import wait_until
 from wallet_users.wiring import options as suite_options
 from wallet_users.wiring.options import SuiteOptions
 
@@ -103,3 +112,78 @@ def run_headless(
     )
     stats_file = stats_base.with_suffix(".json") if stats else None
     return LocustRun(completed.returncode, completed.stdout, completed.stderr, stats_file)
+
+
+class WebUI:
+    """One `locust` process with its web UI, and a tiny HTTP client for it."""
+
+    def __init__(self, process: subprocess.Popen, url: str, log: Path) -> None:
+        self.process = process
+        self.url = url
+        self.log = log
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=5) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+
+    def post(self, path: str, form: dict[str, str] | None = None) -> Any:
+        data = urllib.parse.urlencode(form or {}).encode()
+        # POST /stop returns once the test's check is over: give it the check's time
+        with urllib.request.urlopen(self.url + path, data=data, timeout=60) as response:
+            body = response.read().decode()
+        return json.loads(body) if body.strip().startswith("{") else body
+
+    def stats(self) -> dict[str, Any]:
+        return json.loads(self.get("/stats/requests")[1])
+
+    def answering(self) -> bool:
+        assert self.process.poll() is None, f"locust exited early:\n{self.output()}"
+        try:
+            return self.get("/")[0] == 200
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+
+def start_web_ui(tmp_path: Path, *args: str) -> WebUI:
+    """`locust` with its web UI on a free loopback port, answering; stopped by stop_web_ui."""
+    port = free_port()
+    log = tmp_path / f"locust-{port}.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            locust_command("--web-host", "127.0.0.1", "--web-port", str(port), *args),
+            cwd=PROJECT_ROOT,
+            env=locust_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    ui = WebUI(process, f"http://127.0.0.1:{port}", log)
+    try:
+        wait_until(ui.answering, 60, "the web UI to answer")
+    except BaseException:
+        stop_web_ui(ui)
+        raise
+    return ui
+
+
+def stop_web_ui(ui: WebUI) -> None:
+    if ui.process.poll() is None:
+        ui.process.send_signal(signal.SIGTERM)  # Locust's own shutdown path
+        try:
+            ui.process.wait(30)
+        except subprocess.TimeoutExpired:
+            ui.process.kill()
+            ui.process.wait()
+
+
+def template_args(html: str) -> dict[str, Any]:
+    """The JSON Locust's page embeds for its React front end (window.templateArgs)."""
+    match = re.search(r"window\.templateArgs = (\{.*\})\s*$", html, re.M)
+    assert match, "no window.templateArgs in the page"
+    return json.loads(match.group(1))

@@ -243,6 +243,9 @@ def assert_a_clean_sharded_run(
     assert verdict_of(master_output) == "PASS", explain
     for output in (master_output, *worker_outputs):
         assert "Traceback" not in output, explain
+    # the master sampled the projectors' lag in the database: its own entries in the statistics
+    assert re.search(r"^BACKLOG +ledger-projector \(events\) ", master_output, re.M), explain
+    assert re.search(r"^projection lag: \d+ samples? every", master_output, re.M), explain
 
     # no wallet in two shards: each worker seeded its own shard, and the shards cover the plan
     seeded = sorted(s for output in worker_outputs for s in seeded_shards(output))

@@ -8,20 +8,13 @@ drives the same page in test_browser_ui.py.)"""
 from __future__ import annotations
 
 import json
-import re
-import signal
-import subprocess
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from reference_wallet.launcher import free_port
-from tests.locust_support import PROJECT_ROOT, closed_port, locust_command, locust_env
+from tests.locust_support import WebUI, closed_port, start_web_ui, stop_web_ui, template_args
 from tests.polling import wait_until
 from wallet_users.record import RunRecord
 
@@ -50,74 +43,6 @@ SUITE_OPTIONS = (
 )
 
 
-class WebUI:
-    """One `locust` process with its web UI, and a tiny HTTP client for it."""
-
-    def __init__(self, process: subprocess.Popen, url: str, log: Path) -> None:
-        self.process = process
-        self.url = url
-        self.log = log
-
-    def get(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(self.url + path, timeout=5) as response:
-                return response.status, response.read().decode()
-        except urllib.error.HTTPError as error:
-            return error.code, error.read().decode()
-
-    def post(self, path: str, form: dict[str, str] | None = None) -> Any:
-        data = urllib.parse.urlencode(form or {}).encode()
-        # POST /stop returns once the test's check is over: give it the check's time
-        with urllib.request.urlopen(self.url + path, data=data, timeout=60) as response:
-            body = response.read().decode()
-        return json.loads(body) if body.strip().startswith("{") else body
-
-    def stats(self) -> dict[str, Any]:
-        return json.loads(self.get("/stats/requests")[1])
-
-    def answering(self) -> bool:
-        assert self.process.poll() is None, f"locust exited early:\n{self.output()}"
-        try:
-            return self.get("/")[0] == 200
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            return False
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
-
-
-def start_web_ui(tmp_path: Path, *args: str) -> WebUI:
-    """`locust` with its web UI on a free loopback port, answering; stopped by stop_web_ui."""
-    port = free_port()
-    log = tmp_path / f"locust-{port}.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            locust_command("--web-host", "127.0.0.1", "--web-port", str(port), *args),
-            cwd=PROJECT_ROOT,
-            env=locust_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    ui = WebUI(process, f"http://127.0.0.1:{port}", log)
-    try:
-        wait_until(ui.answering, 60, "the web UI to answer")
-    except BaseException:
-        stop_web_ui(ui)
-        raise
-    return ui
-
-
-def stop_web_ui(ui: WebUI) -> None:
-    if ui.process.poll() is None:
-        ui.process.send_signal(signal.SIGTERM)  # Locust's own shutdown path
-        try:
-            ui.process.wait(30)
-        except subprocess.TimeoutExpired:
-            ui.process.kill()
-            ui.process.wait()
-
-
 @pytest.fixture
 def web_ui(reference_wallet, tmp_path: Path) -> Iterator[tuple[WebUI, Any]]:
     service = reference_wallet()
@@ -140,13 +65,6 @@ def web_ui(reference_wallet, tmp_path: Path) -> Iterator[tuple[WebUI, Any]]:
         yield ui, service
     finally:
         stop_web_ui(ui)
-
-
-def template_args(html: str) -> dict[str, Any]:
-    """The JSON Locust's page embeds for its React front end (window.templateArgs)."""
-    match = re.search(r"window\.templateArgs = (\{.*\})\s*$", html, re.M)
-    assert match, "no window.templateArgs in the page"
-    return json.loads(match.group(1))
 
 
 def test_the_start_form_carries_the_suites_options(web_ui) -> None:

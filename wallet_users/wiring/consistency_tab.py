@@ -37,9 +37,12 @@ class StartedTest:
 
 @dataclass
 class ConsistencyTab:
-    """The tab's state; `lag` returns the projection lag sampler's latest reading."""
+    """The tab's state; `lag` returns the projection lag sampler's latest reading, `progress`
+    this process's operations so far (ok, rejected, indeterminate), or None where it has none
+    (a master learns them from the workers' records at the end)."""
 
     lag: Callable[[], dict[str, ConsumerSample]] = dict
+    progress: Callable[[], tuple[int, int, int] | None] = lambda: None
     phase: str = IDLE
     plan: StartedTest | None = None
     outcome: RunOutcome | None = None
@@ -90,7 +93,20 @@ class ConsistencyTab:
                 "the load has stopped: waiting for the projectors to drain"
                 f" (up to {plan.options.settle_timeout:g}s), then checking the database",
             )
-        return [head, *self._plan_rows(plan), *self._lag_rows()]
+        return [head, *self._plan_rows(plan), *self._progress_rows(), *self._lag_rows()]
+
+    def _progress_rows(self) -> list[Row]:
+        counts = self.progress() if self.phase == RUNNING else None
+        if counts is None:
+            return []
+        ok, rejected, indeterminate = counts
+        return [
+            row(
+                "operations",
+                f"{ok} ok",
+                f"{rejected} rejected, {indeterminate} indeterminate so far",
+            )
+        ]
 
     def _plan_rows(self, plan: StartedTest) -> list[Row]:
         where = f"{plan.host} ({'embedded reference_wallet' if plan.embedded else 'external'})"

@@ -165,10 +165,11 @@ class ProjectionLagSampler:
             return f"projection lag sampling stopped: {self.problem}"
         if not self.query_ms:
             return None
+        count = len(self.query_ms)
         return (
-            f"projection lag sampled {len(self.query_ms)} times every {self.interval:g}s:"
-            f" one query of {statistics.median(self.query_ms):.1f} ms median,"
-            f" {max(self.query_ms):.1f} ms max"
+            f"projection lag: {count} sample{'s' if count != 1 else ''} every {self.interval:g}s,"
+            f" one query each ({statistics.median(self.query_ms):.1f} ms median,"
+            f" {max(self.query_ms):.1f} ms max, as this process waited for it)"
         )
 
     def _run(self, dsn: str, schema: Schema, interval: float) -> None:

@@ -53,7 +53,7 @@ class FrontRole(Role):
         self.notes: list[str] = []
         self.outcome: RunOutcome | None = None
         self.sampler = ProjectionLagSampler(environment.events.request.fire)
-        self.tab = ConsistencyTab(lag=lambda: self.sampler.latest)
+        self.tab = ConsistencyTab(lag=lambda: self.sampler.latest, progress=self.progress)
 
     # --- start-up ----------------------------------------------------------------------------
 
@@ -236,6 +236,11 @@ class FrontRole(Role):
             warnings=warnings,
         )
         return opts, plan
+
+    def progress(self) -> tuple[int, int, int] | None:
+        """This test's operations so far (ok, rejected, indeterminate), where this process
+        knows them."""
+        return None
 
     def test_stopping(self) -> None:
         self.tab.stopping()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gevent
 
 from ...load.run import set_suite_run
+from ...record import INDETERMINATE, OK, REJECTED
 from ...record.history import RunHistory
 from ..distributed import ShardPlan
 from .front import FrontRole
@@ -25,6 +26,13 @@ class LocalRole(FrontRole):
             self.generator.start(opts, shard, self._seeding_failed)
             if self.generator.seeded:
                 self.load_began()
+
+    def progress(self) -> tuple[int, int, int] | None:
+        run = self.generator.run
+        if run is None:
+            return None
+        ops = run.record.operations
+        return ops[OK], ops[REJECTED], ops[INDETERMINATE]
 
     def _seeding_failed(self) -> None:
         if self.environment.web_ui is not None:
