@@ -40,8 +40,8 @@ CAUSES: dict[str, str] = {
     " balanceAfter, or whose arithmetic does not hold",
     "events_skipped_by_projector": "events skipped by a projector: committed after a higher"
     " outbox id was processed (no processing row, below the consumer's checkpoint)",
-    "projector_stalled": "a projector stopped consuming: events above its checkpoint never"
-    " processed",
+    "projector_stalled": "a projector stopped or fell behind: events above its checkpoint not"
+    " processed within --settle-timeout",
     "outbox_rows_missing": "commands committed their events and write-side update without the"
     " outbox rows, so no projector heard of them",
     "read_model_not_built": "read-model-projector processed a wallet's events but its read model"
@@ -551,12 +551,12 @@ def _describe(cause: Cause, violations: list[Violation], run: RunEvidence) -> No
                     f" {checkpoints.get(consumer)}"
                 )
         else:
-            cause.title = "a projector stopped consuming"
+            cause.title = "a projector stopped or fell behind"
             if example:
                 wallet, consumer, row = example
                 cause.evidence = (
-                    f"{consumer}: outbox id {row.outbox_id} ({wallet} version {row.version}) and"
-                    f" later never processed; checkpoint at outbox id {checkpoints.get(consumer)}"
+                    f"{consumer}: outbox id {row.outbox_id} ({wallet} version {row.version}) not"
+                    f" processed; its checkpoint is at outbox id {checkpoints.get(consumer)}"
                 )
         cause.detail = f"unprocessed events: {by_consumer}"
     elif key == "outbox_rows_missing":
