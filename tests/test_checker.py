@@ -876,3 +876,31 @@ def test_each_cause_shows_the_first_divergence_of_its_own_evidence() -> None:
             assert divergence[0].startswith(f"    first divergence: {cause.example_wallet}: ")
         part = "ledger at version" if cause.divergence_of == ("ledger",) else "read model at"
         assert part in divergence[0] and ";" not in divergence[0], divergence[0]
+
+
+def test_the_web_ui_rows_and_the_console_lead_with_the_causes_after_the_verdict() -> None:
+    from tests.locust_support import suite_options_from
+    from wallet_users.wiring.outcome import RunOutcome
+
+    world = wallex_world()
+    report = check_consistency(world.record, world.facts())
+    outcome = RunOutcome(
+        record=world.record,
+        options=suite_options_from("--run-id", "run1"),
+        host="http://127.0.0.1:1",
+        embedded=False,
+        seconds=10.0,
+        seeding=(4, 4, 0.1),
+        generator=["peak 10%"],
+        consistency=report,
+    )
+    rows = outcome.web_rows()
+    assert rows[0]["item"] == "verdict"
+    assert [r["detail"].split(" (e.g.")[0] for r in rows[1 : 1 + len(report.causes)]] == [
+        c.line() for c in report.causes
+    ]
+    assert {r["item"] for r in rows[1 : 1 + len(report.causes)]} == {"cause"}
+    lines = outcome.summary_lines()
+    verdict = next(i for i, line in enumerate(lines) if line.startswith("wallet suite verdict:"))
+    assert lines[verdict + 1] == f"  cause: {report.causes[0].line()}"
+    assert sum(1 for line in lines if line.startswith("  cause: ")) == len(report.causes)

@@ -221,7 +221,7 @@ FAULT_CASES = {
         (),
         frozenset({"duplicate_ledger_entry", "expected_entries"}),
         # copies share an event version: the next entry may chain from either of them
-        LEDGER_OFF | {"ledger_chain_broken", "duplicate_reference_id"},
+        LEDGER_OFF | {"ledger_chain_broken"},
         cause="ledger_entries_duplicated",
     ),
     "ledger-wrong-before": FaultCase(

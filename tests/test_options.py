@@ -122,6 +122,10 @@ BAD_VALUES = [
     (["--lag-interval", "-1"], "--lag-interval: -1.0 is below 0"),
     (["--lag-interval", "0.1"], "--lag-interval: 0.1 is below 0.5 seconds (0 turns it off)"),
     (["--lag-interval", "often"], "--lag-interval: 'often' is not a number"),
+    (["--visibility-timeout", "0"], "--visibility-timeout: 0.0 is below 0.1"),
+    (["--visibility-timeout", "inf"], "--visibility-timeout: 'inf' is not a finite number"),
+    (["--max-staleness-ms", "-1"], "--max-staleness-ms: -1.0 is below 0"),
+    (["--max-staleness-ms", "quick"], "--max-staleness-ms: 'quick' is not a number"),
 ]
 
 
@@ -146,3 +150,16 @@ def test_the_open_model_is_off_unless_a_rate_is_given_and_drops_have_no_threshol
     assert (opts.arrival_rate, opts.max_in_flight, opts.max_dropped_percent) == (0.0, 1000, None)
     opts = suite_options_from("--arrival-rate", "250", "--max-dropped-percent", "0")
     assert (opts.arrival_rate, opts.max_dropped_percent) == (250.0, 0.0)
+
+
+def test_reads_must_show_a_write_within_5s_apart_from_the_settle_timeout_and_staleness_is_unbounded() -> (
+    None
+):
+    opts = suite_options_from()
+    assert (opts.visibility_timeout, opts.settle_timeout, opts.max_staleness_ms) == (
+        5.0,
+        60.0,
+        None,
+    )
+    opts = suite_options_from("--visibility-timeout", "2.5", "--max-staleness-ms", "300")
+    assert (opts.visibility_timeout, opts.max_staleness_ms) == (2.5, 300.0)

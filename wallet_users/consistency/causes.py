@@ -40,8 +40,8 @@ CAUSES: dict[str, str] = {
     " balanceAfter, or whose arithmetic does not hold",
     "events_skipped_by_projector": "events skipped by a projector: committed after a higher"
     " outbox id was processed (no processing row, below the consumer's checkpoint)",
-    "projector_stalled": "a projector stopped consuming: events above its checkpoint never"
-    " processed",
+    "projector_stalled": "a projector stopped or fell behind: events above its checkpoint not"
+    " processed within --settle-timeout",
     "outbox_rows_missing": "commands committed their events and write-side update without the"
     " outbox rows, so no projector heard of them",
     "read_model_not_built": "read-model-projector processed a wallet's events but its read model"
@@ -300,16 +300,7 @@ def explain(violation: Violation, evidence: Evidence | None, run: RunEvidence) -
         )
     if kind == "transfer_not_conserved":
         transfer = violation.detail.removeprefix("transfer ").split(" between ", 1)[0]
-        causes = set()
-        for other in run.evidence.values():
-            for cause, rows in (
-                ("ledger_entries_missing", other.missing_entries),
-                ("projector_stalled", other.behind.get(LEDGER, [])),
-                ("events_skipped_by_projector", other.skipped.get(LEDGER, [])),
-                ("ledger_entries_duplicated", other.duplicate_entries),
-            ):
-                if any(row.transfer_id == transfer for row in rows):
-                    causes.add(cause)
+        causes = set(run.transfer_legs.get(transfer, ()))
         if not causes:  # no rows to follow the transfer by: its legs' own wallets
             for wallet in violation.detail.rsplit(" between ", 1)[-1].split(" "):
                 if wallet in run.evidence:
@@ -340,6 +331,24 @@ class RunEvidence:
     facts: Facts
     evidence: dict[str, Evidence]
     by_kind: dict[str, set[str]]  # violation kind -> wallets it names
+    # transfer id -> the causes by which one of its legs has no (or a second) ledger entry
+    transfer_legs: dict[str, set[str]] = field(default_factory=dict)
+    replays_apply_again: bool = False  # the client saw a replay executed a second time
+
+    def __post_init__(self) -> None:
+        self.replays_apply_again = any(
+            t.replays_applied_again or t.replays_refused_again for t in self.record.wallets.values()
+        )
+        for e in self.evidence.values():
+            for cause, rows in (
+                ("ledger_entries_missing", e.missing_entries),
+                ("projector_stalled", e.behind.get(LEDGER, [])),
+                ("events_skipped_by_projector", e.skipped.get(LEDGER, [])),
+                ("ledger_entries_duplicated", e.duplicate_entries),
+            ):
+                for row in rows:
+                    if row.transfer_id:
+                        self.transfer_legs.setdefault(row.transfer_id, set()).add(cause)
 
     def negative_write(self, wallet_id: str) -> bool:
         write = (self.facts.write_side or {}).get(wallet_id)
@@ -355,13 +364,6 @@ class RunEvidence:
         if wallet_id in self.by_kind.get("read_model_mismatch", set()):
             return {"read_model_lost_updates"}
         return set()
-
-    @property
-    def replays_apply_again(self) -> bool:
-        """The client saw at least one replay executed a second time in this run."""
-        return any(
-            t.replays_applied_again or t.replays_refused_again for t in self.record.wallets.values()
-        )
 
     def conservation_causes(self, violation: Violation) -> set[str]:
         """The run's total off by what replays applied again moved (credits and debits: a
@@ -416,7 +418,9 @@ def attribute_causes(record: RunRecord, facts: Facts, violations: list[Violation
 
 
 def _cause(key: str, violations: list[Violation], run: RunEvidence) -> Cause:
-    wallets = sorted({v.wallet_id for v in violations if v.wallet_id})
+    # a transfer's imbalance is named after the leg that is there, not the one the cause took
+    own = {v.wallet_id for v in violations if v.wallet_id and v.kind != "transfer_not_conserved"}
+    wallets = sorted(own or {v.wallet_id for v in violations if v.wallet_id})
     explains: dict[str, int] = defaultdict(int)
     for violation in violations:
         explains[violation.kind] += 1
@@ -551,12 +555,12 @@ def _describe(cause: Cause, violations: list[Violation], run: RunEvidence) -> No
                     f" {checkpoints.get(consumer)}"
                 )
         else:
-            cause.title = "a projector stopped consuming"
+            cause.title = "a projector stopped or fell behind"
             if example:
                 wallet, consumer, row = example
                 cause.evidence = (
-                    f"{consumer}: outbox id {row.outbox_id} ({wallet} version {row.version}) and"
-                    f" later never processed; checkpoint at outbox id {checkpoints.get(consumer)}"
+                    f"{consumer}: outbox id {row.outbox_id} ({wallet} version {row.version}) not"
+                    f" processed; its checkpoint is at outbox id {checkpoints.get(consumer)}"
                 )
         cause.detail = f"unprocessed events: {by_consumer}"
     elif key == "outbox_rows_missing":

@@ -101,7 +101,8 @@ def visibility_thresholds(record: RunRecord, options: SuiteOptions) -> list[Thre
             f"{endpoint} showed {checked}/{checked} writes within {options.visibility_timeout:g}s"
             if not unseen
             else f"{endpoint} never showed {unseen} of {checked} writes within"
-            f" {options.visibility_timeout:g}s (last answers: {', '.join(answers)})"
+            f" {options.visibility_timeout:g}s (last answers: {', '.join(answers[:3])}"
+            f"{', ...' if len(answers) > 3 else ''})"
         )
         results.append(Threshold(endpoint, not unseen, line))
     return results
