@@ -161,7 +161,8 @@ def test_the_sampler_logs_backlog_and_lag_as_requests_of_their_own(database_dsn:
     assert ("BACKLOG", f"{LEDGER} (events)") in names
     assert ("LAG", READ_MODEL) in names
     assert all(e["exception"] is None for e in logged)
-    assert "projection lag sampled" in sampler.describe()
+    assert sampler.describe().startswith("projection lag: ")
+    assert "samples every 0.5s, one query each" in sampler.describe()
 
 
 def test_a_sampler_that_cannot_connect_says_why_once_and_logs_nothing() -> None:
