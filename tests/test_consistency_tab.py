@@ -98,7 +98,7 @@ def test_after_the_load_stops_the_tab_says_checking_until_the_verdict_is_in() ->
         "http://127.0.0.1:8089/consistency (Download Data tab); saved as reports/tab1/consistency.json"
     )
     assert by_item["run record"]["detail"].startswith("http://127.0.0.1:8089/run-record")
-    assert "projection lag sampled" in by_item["note"]["detail"]
+    assert "projection lag" in by_item["note"]["detail"]
     # in a report file, nothing serves them: only where they were saved
     assert tab.rows()[-1]["detail"] == "saved as reports/tab1/run-record.json"
 
