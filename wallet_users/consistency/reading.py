@@ -113,6 +113,9 @@ def backlog(conn: psycopg.Connection, schema: Schema, wallet_ids: list[str]) -> 
     return {name: count for name, count in rows}
 
 
+QUIET_SECONDS = 0.5  # longer than any command's commit takes after its answer was cut short
+
+
 def wait_for_drain(
     conn: psycopg.Connection,
     schema: Schema,
@@ -123,14 +126,27 @@ def wait_for_drain(
     log_every: float = 2.0,
 ) -> tuple[bool, float, dict[str, int]]:
     """Poll the backlog until both consumers have processed every event of the run, or timeout.
-    Returns (drained, seconds waited, last backlog)."""
+    Returns (drained, seconds waited, last backlog).
+
+    Empty twice, QUIET_SECONDS apart: a command the stop cut short may still be committing its
+    events (an empty backlog read just before they land would let the check see them
+    unprocessed and report a false alarm)."""
     started = time.monotonic()
     last_log = started
+    empty_since: float | None = None
     while True:
         pending = backlog(conn, schema, wallet_ids)
         waited = time.monotonic() - started
         if not any(pending.values()):
+            if empty_since is not None and time.monotonic() - empty_since >= QUIET_SECONDS:
+                return True, waited, pending
+            if empty_since is None:
+                empty_since = time.monotonic()
+            if waited < timeout:
+                sleep(QUIET_SECONDS)
+                continue
             return True, waited, pending
+        empty_since = None
         if waited >= timeout:
             return False, waited, pending
         if time.monotonic() - last_log >= log_every:
