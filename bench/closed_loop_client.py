@@ -85,7 +85,10 @@ class RawTransport:
         self._host_header = f"Host: {parts.netloc}\r\n".encode()
         self._connections: dict[int, HttpConnection] = {}
 
-    async def post(self, slot: int, path: str, body: dict[str, Any]) -> tuple[int, bytes]:
+    async def post(
+        self, slot: int, path: str, body: dict[str, Any], headers: bytes = b""
+    ) -> tuple[int, bytes]:
+        """headers: extra header lines, each ending in CRLF."""
         connection = self._connections.get(slot)
         if connection is None or connection.closed:
             loop = asyncio.get_running_loop()
@@ -93,7 +96,7 @@ class RawTransport:
             self._connections[slot] = connection
         payload = json.dumps(body, separators=(",", ":")).encode()
         raw = (
-            b"POST " + path.encode() + b" HTTP/1.1\r\n" + self._host_header
+            b"POST " + path.encode() + b" HTTP/1.1\r\n" + self._host_header + headers
             + b"Content-Type: application/json\r\nContent-Length: "
             + str(len(payload)).encode() + b"\r\n\r\n" + payload
         )  # fmt: skip
@@ -119,8 +122,11 @@ class AiohttpTransport:
             timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT),
         )
 
-    async def post(self, slot: int, path: str, body: dict[str, Any]) -> tuple[int, bytes]:
-        async with self._session.post(self._url + path, json=body) as response:
+    async def post(
+        self, slot: int, path: str, body: dict[str, Any], headers: bytes = b""
+    ) -> tuple[int, bytes]:
+        extra = dict(line.split(": ", 1) for line in headers.decode().split("\r\n") if ": " in line)
+        async with self._session.post(self._url + path, json=body, headers=extra) as response:
             return response.status, await response.read()
 
     async def close(self) -> None:
@@ -171,6 +177,44 @@ async def seed(transport, wallets: list[str], balance: int, concurrency: int) ->
                 raise RuntimeError(f"creating {wallet_id}: HTTP {status} {text[:200]!r}")
 
     await asyncio.gather(*(creator(slot) for slot in range(concurrency)))
+
+
+async def create_wallets(transport, prefix: str, count: int, concurrency: int) -> dict[str, Any]:
+    """The --creates mode: POST /wallets `count` times, each with its own Idempotency-Key, from
+    `concurrency` closed-loop clients; how fast the service creates wallets."""
+    queue = list(range(count - 1, -1, -1))
+    statuses: Counter = Counter()
+    first_error: dict[str, str] = {}
+
+    async def creator(slot: int) -> None:
+        while queue:
+            n = queue.pop()
+            wallet_id = f"{prefix}{n:06d}"
+            body = {"walletId": wallet_id, "ownerId": f"owner-{n}", "initialBalance": 1000}
+            key = b"Idempotency-Key: " + wallet_id.encode() + b"-key\r\n"
+            try:
+                status, text = await transport.post(slot, "/wallets", body, key)
+                outcome = str(status)
+            except TimeoutError:
+                outcome, text = "timeout", b"no answer within the request timeout"
+            except OSError as error:
+                outcome, text = "connection-error", repr(error).encode()
+            statuses[outcome] += 1
+            if outcome != "201" and outcome not in first_error:
+                first_error[outcome] = text[:300].decode(errors="replace")
+
+    cpu_before, started = time.process_time(), time.monotonic()
+    await asyncio.gather(*(creator(slot) for slot in range(concurrency)))
+    seconds = time.monotonic() - started
+    return {
+        "created": statuses["201"],
+        "planned": count,
+        "seconds": seconds,
+        "wallets_per_s": statuses["201"] / seconds if seconds else 0.0,
+        "client_cpu_s": time.process_time() - cpu_before,
+        "statuses": dict(statuses),
+        "first_error": first_error,
+    }
 
 
 async def drive(
@@ -256,6 +300,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         else AiohttpTransport(args.url, args.clients)
     )
     wallets = [f"{args.prefix}{n:04d}" for n in range(args.wallets)]
+    if args.creates:
+        try:
+            return await create_wallets(transport, args.prefix, args.creates, args.clients)
+        finally:
+            await transport.close()
     try:
         await seed(transport, wallets, args.initial_balance, min(args.clients, 10))
         emit({"event": "seeded", "wallets": len(wallets)})
@@ -281,6 +330,13 @@ def main() -> int:
     parser.add_argument("--prefix", default="bench-")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--transport", choices=("raw", "aiohttp"), default="raw")
+    parser.add_argument(
+        "--creates",
+        type=int,
+        default=0,
+        help="only create this many wallets (POST /wallets with Idempotency-Key) from --clients"
+        " clients and print how fast; no seeding, no mix",
+    )
     args = parser.parse_args()
 
     import uvloop
