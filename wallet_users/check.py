@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .consistency import CheckError, Schema, SchemaError, run_check
 from .dsn import redact_dsn
+from .load.adoption import Adoption
 from .record import RunRecord
 from .record.history import FILE_NAME, RunHistory
 from .usage import OneLineArgumentParser
@@ -79,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         report.save(report_path)
         print(f"wallet_users.check: {report.reason} (report: {report_path})", file=sys.stderr)
         return 2
+    adoption = Adoption.load(args.run_record.parent.parent, args.run_record.parent.name)
+    if adoption is not None:
+        report.adoption = adoption.to_dict()
     report.save(report_path)
     print("\n".join(report.console_lines(report_path)))
     return 0 if report.valid else 1

@@ -7,12 +7,15 @@ from __future__ import annotations
 import re
 import sys
 from datetime import timedelta
+from pathlib import Path
 
 import psycopg
 from psycopg import conninfo, sql
 
 from .consistency.reading import BAD_DSN
 from .dsn import redact_dsn
+from .load.adoption import FILE_NAME as ADOPTION_FILE
+from .load.adoption import Adoption
 from .record.ids import ID_PREFIX, run_regex
 from .usage import OneLineArgumentParser
 from .wiring.target import embedded_dsn
@@ -89,6 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     which.add_argument("--run-id", help="delete this run's rows")
     which.add_argument("--older-than", help="delete the suite's rows older than this (30m, 2h, 7d)")
     parser.add_argument("--yes", action="store_true", help="delete for real (default: a dry run)")
+    parser.add_argument(
+        "--report-dir",
+        default="reports",
+        help="the runs' saved reports, which say which runs adopted which (default reports/)",
+    )
     args = parser.parse_args(argv)
     age = None
     if args.older_than:
@@ -121,9 +129,38 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.run_id is not None:
+        print("\n".join(adoption_notes(Path(args.report_dir), args.run_id, args.yes)))
     if not args.yes:
         print("dry run: nothing deleted; add --yes to delete")
     return 0
+
+
+def adoption_notes(report_dir: Path, run_id: str, deleting: bool) -> list[str]:
+    """Adopted wallets belong to the run that created them (their ids carry its id): cleaning a
+    run that adopted them keeps them; cleaning their first run deletes them for every adopter."""
+    notes = []
+    adoption = Adoption.load(report_dir, run_id)
+    if adoption is not None:
+        notes.append(
+            f"run {run_id} loaded the {adoption.wallets} wallets of run {adoption.first_run}"
+            f" (adopted from run {adoption.adopted_from}): they belong to run"
+            f" {adoption.first_run} and are kept; clean that run to delete them"
+        )
+    adopters = sorted(
+        path.parent.name
+        for path in report_dir.glob(f"*/{ADOPTION_FILE}")
+        if path.parent.name != run_id
+        and (a := Adoption.load(report_dir, path.parent.name))
+        and a.first_run == run_id
+    )
+    if adopters:
+        notes.append(
+            f"runs {', '.join(adopters)} adopted the wallets of run {run_id}:"
+            f" {'deleting' if deleting else 'to delete'} them leaves those runs nothing to"
+            " re-check or adopt"
+        )
+    return notes
 
 
 if __name__ == "__main__":

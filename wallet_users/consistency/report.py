@@ -108,6 +108,9 @@ class ConsistencyReport:
     settle: dict[str, Any] = field(default_factory=dict)
     unverified_wallets: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    # --adopt-run: the population checked (adopted_from, first_run, wallets, source); empty
+    # when the run created its wallets
+    adoption: dict[str, Any] = field(default_factory=dict)
 
     @property
     def valid(self) -> bool | None:
@@ -159,6 +162,7 @@ class ConsistencyReport:
                 "projection_lag_ms": self.lag_ms,
                 "settle": self.settle,
                 "unverified_wallets": self.unverified_wallets,
+                "adoption": self.adoption,
                 "violations": {
                     kind: [asdict(v) for v in items[:MAX_KEPT_PER_KIND]]
                     for kind, items in sorted(self.violations.items())
@@ -247,6 +251,17 @@ class ConsistencyReport:
             )
         for check, why in sorted(self.skipped.items()):
             lines.append(f"  skipped {check}: {why}")
+        if self.adoption:
+            first = self.adoption.get("first_run", "")
+            lines.append(
+                f"  population adopted from run {self.adoption.get('adopted_from')}"
+                + (
+                    f" (created by run {first})"
+                    if first != self.adoption.get("adopted_from")
+                    else ""
+                )
+                + ": checked against what its wallets held when this run began"
+            )
         if self.unverified_wallets:
             lines.append(
                 f"  {len(self.unverified_wallets)} wallets unverified against the client record"

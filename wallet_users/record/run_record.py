@@ -55,6 +55,10 @@ class WalletTally:
     reads_checked: dict[str, int] = field(default_factory=dict)
     reads_unseen: dict[str, int] = field(default_factory=dict)
     unseen_answer: dict[str, str] = field(default_factory=dict)
+    # an adopted wallet (--adopt-run): its ledger entries and version when this run began;
+    # base_version -1: created in this run. Its balance then is in initial_balance.
+    base_entries: int = 0
+    base_version: int = -1
 
     @property
     def indeterminate(self) -> int:
@@ -76,7 +80,10 @@ class WalletTally:
     def expected_entries(self) -> tuple[int, int]:
         """The (fewest, most) ledger entries: one per balance-changing event, the initial
         balance included once."""
-        base = (1 if self.initial_balance > 0 else 0) + sum(self.ok_count.values())
+        if self.base_version >= 0:  # adopted: the entries it had when this run began
+            base = self.base_entries + sum(self.ok_count.values())
+        else:
+            base = (1 if self.initial_balance > 0 else 0) + sum(self.ok_count.values())
         return base, base + self.indeterminate
 
     def merge(self, other: WalletTally) -> None:
@@ -86,6 +93,9 @@ class WalletTally:
         rank = {OK: 2, INDETERMINATE: 1, REJECTED: 0}
         if rank[other.created] > rank[self.created]:
             self.created = other.created
+            self.initial_balance = other.initial_balance
+        if self.base_version < 0 <= other.base_version:
+            self.base_entries, self.base_version = other.base_entries, other.base_version
             self.initial_balance = other.initial_balance
         for kind in KINDS:
             self.ok_sum[kind] += other.ok_sum[kind]
@@ -136,6 +146,15 @@ class RunRecord:
         tally = self.tally(wallet_id)
         tally.created = outcome
         tally.initial_balance = initial_balance
+
+    def wallet_adopted(self, wallet_id: str, balance: Decimal, version: int, entries: int) -> None:
+        """A wallet of an earlier run, as it was when this run began (--adopt-run): its balance
+        plays the initial balance's part, its entries and version are the check's baseline."""
+        tally = self.tally(wallet_id)
+        tally.created = OK
+        tally.initial_balance = balance
+        tally.base_version = version
+        tally.base_entries = entries
 
     def operation(
         self,
@@ -266,7 +285,7 @@ class RunRecord:
         """Creations by outcome, over the wallets whose creation this record saw."""
         counts = dict.fromkeys(OUTCOMES, 0)
         for wallet_id, tally in self.wallets.items():
-            if wallet_id not in self.unverified:
+            if wallet_id not in self.unverified and tally.base_version < 0:  # not adopted
                 counts[tally.created] += 1
         return counts
 
@@ -343,6 +362,8 @@ def _tally_to_dict(tally: WalletTally) -> dict[str, Any]:
     for name in _LEFT_OUT_WHEN_EMPTY:  # most wallets have none: keep the saved record small
         if not getattr(tally, name):
             del data[name]
+    if tally.base_version < 0:  # created in this run: no baseline
+        del data["base_version"], data["base_entries"]
     return data
 
 

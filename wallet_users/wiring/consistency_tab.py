@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..load.adoption import Adoption
 from .options import SuiteOptions
 from .outcome import RunOutcome
 from .projection_lag import ConsumerSample
@@ -33,6 +34,7 @@ class StartedTest:
     not_checked_reason: str
     options: SuiteOptions
     warnings: list[str] = field(default_factory=list)
+    adoption: Adoption | None = None  # --adopt-run: the population it loads
 
 
 @dataclass
@@ -116,6 +118,8 @@ class ConsistencyTab:
         else:
             rows.append(row("consistency", "NOT CHECKED", plan.not_checked_reason))
         rows += [row("warning", "", warning) for warning in plan.warnings]
+        if plan.adoption is not None:
+            rows.append(row("population", "adopted", plan.adoption.line()))
         opts = plan.options
         rows += [
             row("wallet creation", "to judge", f">= {opts.min_create_success:g}%"),

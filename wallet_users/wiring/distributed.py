@@ -47,6 +47,9 @@ class ShardPlan:
     shared_hot_wallets: bool = False
     # decided by the master per test (yes on the embedded target): the workers do as it says
     resolve_indeterminate: bool = False
+    # --adopt-run: the database the shard's baseline is read from (the master's DSN); empty:
+    # the service's API
+    baseline_dsn: str = ""
 
 
 def shard_wallets(options: SuiteOptions, shard: ShardPlan) -> list[WalletPlan]:
@@ -115,7 +118,12 @@ class Coordinator:
         self.history = RunHistory()
         for index, node in enumerate(workers):
             shard = ShardPlan(
-                run_id, index, len(workers), shared_hot, options.resolve_indeterminate
+                run_id,
+                index,
+                len(workers),
+                shared_hot,
+                options.resolve_indeterminate,
+                (options.pg_dsn or "") if options.adopt_run else "",
             )
             self.shards[node.id] = shard
             runner.send_message(PLAN, asdict(shard), client_id=node.id)
@@ -191,6 +199,8 @@ class Coordinator:
         """A lost worker's wallets may or may not exist, with unknown operations: the checker
         holds them to the database's own invariants only."""
         assert self.options is not None
+        if self.options.adopt_run:
+            return  # its adopted wallets are unknown here; shards do not transfer to each other
         lost = shard_wallets(self.options, shard) + shard_hot_wallets(self.options, shard)
         for plan in lost:
             known = plan.wallet_id in merged.wallets  # e.g. a shared hot wallet another worker made

@@ -74,6 +74,7 @@ class SuiteOptions:
     visibility_timeout: float = 5.0  # read-your-writes: seconds a write may take to show
     max_staleness_ms: float | None = None  # read-your-writes staleness p95 bound; None: off
     lag_interval: float = 2.0  # seconds between samples of the projectors' lag; 0: off
+    adopt_run: str = ""  # load an earlier run's wallets instead of creating new ones
 
 
 def register(parser: Any) -> None:
@@ -97,6 +98,13 @@ def register(parser: Any) -> None:
         type=str,
         default="",
         help="id of this run, part of every wallet id (default: generated)",
+    )
+    group.add_argument(
+        "--adopt-run",
+        type=str,
+        default="",
+        help="load the wallets of this earlier run as they are now instead of creating new ones"
+        " (--wallets is then ignored); the check compares against what they held at the start",
     )
     group.add_argument(
         "--credit-weight", type=str, default="50", help="relative weight of credits (default 50)"
@@ -272,6 +280,7 @@ def parse(parsed: argparse.Namespace) -> SuiteOptions:
             f"--run-id: {run_id!r} may hold only letters, digits, '-' and '_' (at most 64)"
         )
     seed_text = str(parsed.seed or "").strip()
+    adopt_run = _adopt_run(getattr(parsed, "adopt_run", ""), run_id, parsed)
     return SuiteOptions(
         wallets=_number(parsed.wallets, "wallets", int, 1, 1_000_000),
         seed=_number(seed_text, "seed", int) if seed_text else None,
@@ -313,7 +322,28 @@ def parse(parsed: argparse.Namespace) -> SuiteOptions:
         )
         == "yes",
         lag_interval=_lag_interval(getattr(parsed, "lag_interval", "2")),
+        adopt_run=adopt_run,
     )
+
+
+def _adopt_run(value: Any, run_id: str, parsed: argparse.Namespace) -> str:
+    """The shape of --adopt-run (whether that run exists is asked of the database or the saved
+    records, wallet_users/load/adoption.py)."""
+    text = str(value or "").strip()
+    if not text:
+        return ""
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", text):
+        raise UsageError(
+            f"--adopt-run: {text!r} is not a run id (letters, digits, '-' and '_', at most 64)"
+        )
+    if text == run_id:
+        raise UsageError(f"--adopt-run: {text} is this run's own --run-id")
+    if getattr(parsed, "shared_hot_wallets", False):
+        raise UsageError(
+            "--adopt-run with --shared-hot-wallets: one worker would load a shared hot wallet"
+            " before another had read what it held at the start"
+        )
+    return text
 
 
 def _optional_number(value: Any, name: str, low: float, high: float) -> float | None:

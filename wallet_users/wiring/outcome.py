@@ -11,6 +11,7 @@ from typing import Any
 from locust.stats import StatsEntry
 
 from ..consistency import ConsistencyReport
+from ..load.adoption import Adoption
 from ..load.arrival import SCHEDULED, ArrivalCounts
 from ..record import RunRecord
 from .options import SuiteOptions
@@ -79,6 +80,7 @@ class RunOutcome:
     consistency_path: Path | None = None
     notes: list[str] = field(default_factory=list)
     open_model: OpenModelFigures | None = None
+    adoption: Adoption | None = None  # --adopt-run: the population it loaded
 
     @property
     def verdict(self) -> str:
@@ -104,7 +106,6 @@ class RunOutcome:
     def summary_lines(self) -> list[str]:
         ops = operation_counts(self.record)
         replays, mismatched = self.record.replay_counts()
-        created, planned, seed_seconds = self.seeding
         rate = (ops.ok + ops.refused_for_funds) / max(self.seconds, 1e-9)
         lines = [
             "",
@@ -113,8 +114,7 @@ class RunOutcome:
             *(self.consistency.cause_lines() if self.consistency else []),
             f"run id {self.options.run_id}; target {self.host}"
             f" ({'embedded reference_wallet' if self.embedded else 'external'})",
-            f"wallets: {created}/{planned} created"
-            f" ({100.0 * created / planned if planned else 0:.1f}%) in {seed_seconds:.1f}s",
+            self._wallets_line(),
             f"operations: {ops.ok} ok, {ops.refused_for_funds} refused for funds, {ops.rejected} rejected,"
             f" {ops.indeterminate} indeterminate; replays {replays} ({mismatched} answered differently)",
             f"throughput: {rate:.1f} ops/s over {self.seconds:.0f}s;"
@@ -129,6 +129,18 @@ class RunOutcome:
             lines += ["", *self.consistency.console_lines(self.consistency_path, causes=False)]
         return [*lines, "=" * 72]
 
+    def _wallets_line(self) -> str:
+        created, planned, seconds = self.seeding
+        if self.adoption is None:
+            percent = 100.0 * created / planned if planned else 0
+            return f"wallets: {created}/{planned} created ({percent:.1f}%) in {seconds:.1f}s"
+        first = self.adoption.first_run
+        made = f", created by run {first}" if first != self.adoption.adopted_from else ""
+        return (
+            f"wallets: {created} adopted from run {self.adoption.adopted_from}{made}, none"
+            f" created; their baseline read from the {self.adoption.source} in {seconds:.1f}s"
+        )
+
     def web_rows(self) -> list[dict[str, str]]:
         rows = [
             {
@@ -137,6 +149,8 @@ class RunOutcome:
                 "detail": self.consistency.headline() if self.consistency else "",
             }
         ]
+        if self.adoption is not None:
+            rows.append({"item": "population", "result": "adopted", "detail": self.adoption.line()})
         rows += [
             {"item": t.name, "result": "ok" if t.passed else "FAIL", "detail": t.line}
             for t in self.thresholds

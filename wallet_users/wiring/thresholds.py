@@ -148,14 +148,20 @@ def judge(
     attempted = sum(record.creation_counts().values())
     create_pct = 100.0 * created / attempted if attempted else 0.0
     ops = operation_counts(record)
+    creation = Threshold(
+        "wallet creation",
+        attempted > 0 and create_pct >= options.min_create_success,
+        f"wallet creation {create_pct:.1f}% ({created}/{attempted})"
+        f" {'>=' if create_pct >= options.min_create_success else '<'} {options.min_create_success:g}%",
+    )
+    adopted = sum(1 for t in record.wallets.values() if t.base_version >= 0)
+    if adopted and not attempted:  # --adopt-run: nothing to create, the population exists
+        creation = Threshold(
+            "wallet creation", True, f"wallet creation: none, {adopted} wallets adopted"
+        )
     results = [
         load_threshold(record, load or LoadFigures()),
-        Threshold(
-            "wallet creation",
-            attempted > 0 and create_pct >= options.min_create_success,
-            f"wallet creation {create_pct:.1f}% ({created}/{attempted})"
-            f" {'>=' if create_pct >= options.min_create_success else '<'} {options.min_create_success:g}%",
-        ),
+        creation,
         Threshold(
             "operation success",
             ops.success_percent >= options.min_operation_success,

@@ -18,6 +18,7 @@ import gevent
 
 from ...consistency import CheckError, ConsistencyReport, Schema, not_checked, run_check
 from ...dsn import redact_dsn
+from ...load.adoption import Adoption, AdoptionError, resolve
 from ...load.arrival import ArrivalCounts
 from ...record import OK, RunRecord
 from ...record.history import FILE_NAME, RunHistory
@@ -52,6 +53,7 @@ class FrontRole(Role):
         self.test_open = False  # a test started and not finished
         self.notes: list[str] = []
         self.outcome: RunOutcome | None = None
+        self.adoption: Adoption | None = None  # this test's adopted population (--adopt-run)
         self.sampler = ProjectionLagSampler(environment.events.request.fire)
         self.tab = ConsistencyTab(lag=lambda: self.sampler.latest, progress=self.progress)
 
@@ -72,9 +74,16 @@ class FrontRole(Role):
             web_ui.attach(environment, self)
         self._take_over_run_time()
         if environment.host:
+            dsn = opts.pg_dsn  # before _use_external_host hides its password from the UI
             self._use_external_host(opts)
         else:
             self._start_embedded_target(opts)
+            dsn = self.target.dsn if self.target else None
+        if opts.adopt_run:
+            try:
+                self.adoption = adoption_of(opts, dsn)
+            except AdoptionError as error:
+                exit_with_usage_error(str(error))
 
     def _use_external_host(self, opts: SuiteOptions) -> None:
         environment = self.environment
@@ -160,6 +169,17 @@ class FrontRole(Role):
             gevent.spawn(self.runner.stop)
             return None
         opts, plan = self._for_this_host(opts)
+        self.adoption = None
+        if opts.adopt_run:
+            try:
+                self.adoption = adoption_of(opts, opts.pg_dsn)
+                self.adoption.save(Path(opts.report_dir), opts.run_id)
+            except (AdoptionError, OSError) as error:
+                log.error("wallet suite: %s", error)
+                self.tab.finished(None, str(error))
+                gevent.spawn(self.runner.stop)
+                return None
+        plan.adoption = self.adoption
         self.tab.started(plan)
         schema = Schema.with_overrides(opts.schema_overrides)
         self.sampler.start(opts.pg_dsn, schema, opts.lag_interval)
@@ -176,10 +196,16 @@ class FrontRole(Role):
                 old = getattr(parsed, key)
                 setattr(parsed, key, value == "true" if isinstance(old, bool) else value)
         try:
-            suite_options.parse(parsed)
+            opts = self._real_dsn(suite_options.parse(parsed))
         except UsageError as error:
             return str(error)
         host = str(form.get("host", self.environment.host or "")).strip().rstrip("/")
+        if opts.adopt_run:
+            on_target = self.target is not None and host in ("", self.target.url)
+            try:
+                adoption_of(opts, self.target.dsn if on_target else opts.pg_dsn)
+            except AdoptionError as error:
+                return str(error)
         if not host:
             return None if self.target else "the host field is empty: name the service to load"
         if self.target is not None and host == self.target.url:
@@ -281,6 +307,7 @@ class FrontRole(Role):
             seeding=seeding,
             generator=generator,
             notes=list(self.notes),
+            adoption=self.adoption,
         )
         stats = self.runner.stats
         outcome.p95_ms = mutation_p95(stats)
@@ -302,6 +329,8 @@ class FrontRole(Role):
         if history:
             saved &= _save("the run's history", report_dir / FILE_NAME, history.save)
         outcome.consistency, outcome.check_failed = check(record, options, history)
+        if self.adoption is not None:
+            outcome.consistency.adoption = self.adoption.to_dict()
         outcome.consistency_path = Path(
             options.consistency_report or report_dir / "consistency.json"
         )
@@ -342,6 +371,12 @@ class FrontRole(Role):
             print("\n".join(self.notes), flush=True)
         if self.target is not None:
             self.target.stop()
+
+
+def adoption_of(opts: SuiteOptions, dsn: str | None) -> Adoption:
+    """The population --adopt-run names, asked of the database (or the saved records)."""
+    schema = Schema.with_overrides(opts.schema_overrides)
+    return resolve(Path(opts.report_dir), opts.adopt_run, dsn, schema)
 
 
 def _save(what: str, path: Path, save: Any) -> bool:

@@ -7,15 +7,18 @@ import dataclasses
 import gc
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import gevent
 from locust.contrib.fasthttp import FastHttpSession
 
+from ...consistency.schema import Schema
+from ...load import adoption
 from ...load.arrival import ArrivalShare
 from ...load.operations import resolve_in_doubt
 from ...load.run import SuiteRun, set_suite_run
-from ...load.seeding import seed
+from ...load.seeding import SeedResult, seed
 from ...load.users import HotWalletUser, WalletBehaviour
 from ..distributed import ShardPlan, shard_hot_wallets, shard_wallets
 from ..options import SuiteOptions
@@ -74,10 +77,13 @@ class LoadGenerator:
         set_suite_run(self.environment, SuiteRun.start(opts))
 
     def _seed(self, run: SuiteRun) -> bool:
-        """Create the shard's wallets; False if too few were created to go on."""
+        """Create the shard's wallets (or adopt an earlier run's); False if too few were
+        created to go on."""
         environment = self.environment
         opts, shard = run.options, run.shard
         client = self._client(opts, concurrency=50)
+        if opts.adopt_run:
+            return self._adopt(run, client)
         plans = shard_wallets(opts, shard)
         log.info(
             "run %s: seeding %d wallets (shard %d of %d) at %s",
@@ -109,6 +115,43 @@ class LoadGenerator:
             f"only {result.created} of {result.planned} wallets were created"
             f" ({result.success_percent:.1f}% < {opts.min_create_success:g}%)"
         )
+        log.error("wallet suite: %s: stopping the run", message)
+        self.notes.append(f"stopped: {message}")
+        return False
+
+    def _adopt(self, run: SuiteRun, client: FastHttpSession) -> bool:
+        """Load the shard of the adopted run's wallets as they are now; False if too few
+        could be read."""
+        opts, shard = run.options, run.shard
+        try:
+            result = adoption.load_shard(
+                client=client,
+                dsn=shard.baseline_dsn or None,
+                schema=Schema.with_overrides(opts.schema_overrides),
+                report_dir=Path(opts.report_dir),
+                adopt_run=opts.adopt_run,
+                shard=(shard.index, shard.count),
+                pool=run.wallets,
+                hot_pool=run.hot_wallets,
+                record=run.record,
+            )
+        except adoption.AdoptionError as error:
+            result = None
+            message = str(error)
+        run.seeding["wallets"] = result or SeedResult(0, 0, 0.0)
+        if (
+            result is not None
+            and result.created
+            and result.success_percent >= opts.min_create_success
+        ):
+            return True
+        if result is not None:
+            message = (
+                f"only {result.created} of {result.planned} wallets of run {opts.adopt_run}"
+                f" could be read ({result.success_percent:.1f}% < {opts.min_create_success:g}%)"
+                if result.created
+                else f"no wallet of run {opts.adopt_run} in this shard"
+            )
         log.error("wallet suite: %s: stopping the run", message)
         self.notes.append(f"stopped: {message}")
         return False

@@ -22,7 +22,11 @@ class LocalRole(FrontRole):
         set_suite_run(self.environment, None)  # nothing of an earlier test is reused
         opts = self.options_for_test()
         if opts is not None:
-            shard = ShardPlan(opts.run_id, resolve_indeterminate=opts.resolve_indeterminate)
+            shard = ShardPlan(
+                opts.run_id,
+                resolve_indeterminate=opts.resolve_indeterminate,
+                baseline_dsn=opts.pg_dsn or "",
+            )
             self.generator.start(opts, shard, self._seeding_failed)
             if self.generator.seeded:
                 self.load_began()
