@@ -1,0 +1,211 @@
+"""--adopt-run: a run loads an earlier run's wallets as they are and is checked against what they
+held when it began. Real `locust --headless` runs on the embedded target (its PostgreSQL held
+open by this module, so every run joins the same data): a clean adopting run is VALID and creates
+no wallet, a ledger fault switched on in the adopting run alone is found in it and not blamed on
+the earlier runs' entries, cleanup keeps adopted wallets with their first run, and bad values
+are one line and exit code 2. Then both ways of reading the baseline agree on a real service."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from locust.contrib.fasthttp import FastHttpSession
+from locust.event import Events
+from locust_support import PROJECT_ROOT, LocustRun, locust_command, locust_env
+from projection import wait_for_projectors
+from wallet_http import WalletHttp
+
+from wallet_users.consistency import Schema
+from wallet_users.load import adoption
+from wallet_users.record import RunRecord
+from wallet_users.wiring.target import embedded_dsn
+
+pytestmark = pytest.mark.timeout(180)
+
+LOAD_CLASSES = ("WalletUser", "HotWalletUser")  # no read-your-writes user: it makes wallets
+
+
+@pytest.fixture(scope="module")
+def embedded_pg() -> str:
+    """The embedded target's PostgreSQL, started (or joined) by this process: every run of the
+    module joins it instead of starting it, and sees the earlier runs' wallets."""
+    return embedded_dsn()
+
+
+def locust_run(
+    report_dir: Path, run_id: str, *args: str, faults: str = "", timeout: float = 90
+) -> LocustRun:
+    env = locust_env()
+    env.pop("REFERENCE_WALLET_FAULTS", None)
+    if faults:
+        env["REFERENCE_WALLET_FAULTS"] = faults  # the embedded reference_wallet reads it
+    completed = subprocess.run(
+        locust_command(
+            "--headless",
+            "--only-summary",
+            "-u",
+            "6",
+            "-r",
+            "6",
+            "-t",
+            "3s",
+            "--settle-timeout",
+            "15",
+            "--report-dir",
+            str(report_dir),
+            "--run-id",
+            run_id,
+            "--json-file",
+            str(report_dir / f"{run_id}-stats"),
+            *args,
+        ),
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+    return LocustRun(
+        completed.returncode,
+        completed.stdout,
+        completed.stderr,
+        report_dir / f"{run_id}-stats.json",
+    )
+
+
+def run_cleanup(report_dir: Path, run_id: str, *extra: str) -> subprocess.CompletedProcess:
+    args = ["--run-id", run_id, "--report-dir", str(report_dir), *extra]
+    return subprocess.run(
+        [sys.executable, "-m", "wallet_users.cleanup", *args],
+        cwd=PROJECT_ROOT,
+        env=locust_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def report_of(report_dir: Path, run_id: str) -> dict:
+    return json.loads((report_dir / run_id / "consistency.json").read_text())
+
+
+def new_run_id(name: str) -> str:
+    return f"{name}{uuid.uuid4().hex[:8]}"
+
+
+def test_an_adopted_population_is_loaded_again_checked_against_its_baseline_and_cleaned_with_its_first_run(
+    embedded_pg: str, tmp_path: Path
+) -> None:
+    reports = tmp_path / "reports"
+    first, second, third = new_run_id("a"), new_run_id("b"), new_run_id("c")
+
+    created = locust_run(reports, first, "--wallets", "20", *LOAD_CLASSES)
+    assert created.returncode == 0, created.explain()
+    assert created.verdict() == "PASS", created.explain()
+
+    # run B adopts A's 20 wallets and 3 hot wallets: it creates none, and is VALID
+    adopted = locust_run(reports, second, "--adopt-run", first, *LOAD_CLASSES)
+    assert adopted.returncode == 0, adopted.explain()
+    assert adopted.verdict() == "PASS", adopted.explain()
+    assert f"wallets: 23 adopted from run {first}, none created" in adopted.output
+    assert adopted.requests("/wallets") == 0, adopted.explain()
+    report = report_of(reports, second)
+    assert report["valid"] is True
+    assert report["adoption"] == {
+        "adopted_from": first,
+        "first_run": first,
+        "wallets": 23,
+        "source": "database",
+    }
+    record = RunRecord.load(reports / second / "run-record.json")
+    assert len(record.wallets) == 23
+    assert all(w.startswith(f"lt-{first}-") for w in record.wallets)
+    assert all(t.base_version >= 1 and t.base_entries >= 1 for t in record.wallets.values())
+    assert record.operations["ok"] > 0
+    # the ledger entries the check counted are A's and B's together: B began from A's
+    assert (
+        report["counts"]["ledger_entries"] > report_of(reports, first)["counts"]["ledger_entries"]
+    )
+
+    # run C adopts B (so A's wallets) with the ledger projector dropping entries: C alone is
+    # INVALID, and no wallet is short of more entries than C's own operations on it
+    faulty = locust_run(
+        reports, third, "--adopt-run", second, *LOAD_CLASSES, faults="ledger-skip=0.3"
+    )
+    assert faulty.returncode == 1, faulty.explain()
+    assert f"adopted from run {second}, created by run {first}" in faulty.output
+    found = report_of(reports, third)
+    assert found["valid"] is False
+    assert "expected_entries" in found["violations"], faulty.explain()
+    assert any("ledger entries missing" in c["line"] for c in found["causes"]), found["causes"]
+    at_start = RunRecord.load(reports / third / "run-record.json").wallets
+    for violation in found["violations"]["expected_entries"]:
+        assert int(violation["found"]) >= at_start[violation["wallet_id"]].base_entries
+    assert report_of(reports, second)["valid"] is True
+
+    # cleanup: cleaning C keeps A's wallets; cleaning A deletes them, for every adopter
+    kept = run_cleanup(reports, third)
+    assert kept.returncode == 0, kept.stderr
+    assert "would delete 0 rows from wallets" in kept.stdout
+    assert f"they belong to run {first} and are kept" in kept.stdout
+    gone = run_cleanup(reports, first, "--yes")
+    assert gone.returncode == 0, gone.stderr
+    assert "deleting 23 rows from wallets" in gone.stdout
+    assert f"runs {second}, {third} adopted the wallets of run {first}" in gone.stdout
+
+    nothing = locust_run(reports, new_run_id("d"), "--adopt-run", first, timeout=60)
+    assert nothing.returncode == 2, nothing.explain()
+    assert f"--adopt-run: run {first} has no wallets in" in nothing.stderr
+    assert "Traceback" not in nothing.output
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("../etc", "is not a run id"),
+        ("nosuchrun0", "no run nosuchrun0: no wallet of it in"),
+    ],
+)
+def test_a_bad_adopt_run_is_one_line_and_exit_code_2_before_any_load(
+    embedded_pg: str, tmp_path: Path, value: str, says: str
+) -> None:
+    run_id = new_run_id("e")
+    run = locust_run(tmp_path, run_id, "--adopt-run", value, timeout=60)
+    assert run.returncode == 2, run.explain()
+    assert "Traceback" not in run.output, run.explain()
+    errors = run.lines_starting("wallet suite:")
+    assert len(errors) == 1 and says in errors[0], run.explain()
+    assert not run.stats()  # no load: no requests, no statistics, no run record
+    assert not (tmp_path / run_id).exists()
+
+
+def test_the_service_api_and_the_database_give_the_same_baseline(reference_wallet) -> None:
+    service = reference_wallet()
+    api = WalletHttp(service.url)
+    run_id = new_run_id("f")
+    ids = [f"lt-{run_id}-w{i:06d}" for i in range(4)] + [f"lt-{run_id}-h000000"]
+    for n, wallet in enumerate(ids):
+        assert api.create_wallet(wallet, initial_balance=100 * n).status == 201
+    assert api.credit(ids[0], 30).status == 201  # a wallet created empty, then credited
+    assert api.debit(ids[1], 40).status == 201
+    assert api.transfer(ids[2], ids[3], 50).status == 201
+    schema = Schema()
+    wait_for_projectors(service.dsn)
+
+    from_db = adoption.read_from_database(service.dsn, schema, run_id)
+    client = FastHttpSession(service.url, Events().request, user=None)
+    from_api = adoption.read_from_service(client, ids)
+    assert sorted(from_db, key=lambda w: w.wallet_id) == sorted(from_api, key=lambda w: w.wallet_id)
+    by_id = {w.wallet_id: w for w in from_db}
+    assert by_id[ids[0]].entries == 1 and by_id[ids[0]].version == 1  # no initial balance
+    assert by_id[ids[2]].entries == 2 and by_id[ids[2]].balance == 150
+    assert len(by_id) == 5
+    # a shard is every count-th wallet by the number in its id, as seeding shards its plan
+    shard = adoption.read_from_database(service.dsn, schema, run_id, (1, 2))
+    assert sorted(w.wallet_id for w in shard) == [ids[1], ids[3]]
