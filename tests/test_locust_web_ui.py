@@ -40,6 +40,7 @@ SUITE_OPTIONS = (
     "max_p95_ms",
     "report_dir",
     "lag_interval",
+    "adopt_run",
 )
 
 
@@ -172,6 +173,14 @@ def test_a_bad_custom_parameter_is_refused_in_the_answer_and_starts_nothing(web_
         {"user_count": "2", "spawn_rate": "2", "host": f"http://127.0.0.1:{closed_port()}"},
     )
     assert answer["success"] is False and "cannot reach the host" in answer["message"]
+    assert ui.stats()["state"] == "ready"
+    # so is a run to adopt that the database has never seen
+    answer = ui.post(
+        "/swarm",
+        {"user_count": "2", "spawn_rate": "2", "host": service.url, "adopt_run": "nosuchrun0"},
+    )
+    assert answer["success"] is False
+    assert "--adopt-run: no run nosuchrun0: no wallet of it in" in answer["message"]
     assert ui.stats()["state"] == "ready"
 
 

@@ -163,3 +163,14 @@ def test_reads_must_show_a_write_within_5s_apart_from_the_settle_timeout_and_sta
     )
     opts = suite_options_from("--visibility-timeout", "2.5", "--max-staleness-ms", "300")
     assert (opts.visibility_timeout, opts.max_staleness_ms) == (2.5, 300.0)
+
+
+def test_adopt_run_takes_a_run_id_other_than_this_runs_and_not_with_shared_hot_wallets() -> None:
+    assert suite_options_from().adopt_run == ""
+    assert suite_options_from("--adopt-run", "nightly_1").adopt_run == "nightly_1"
+    with pytest.raises(UsageError, match=r"^--adopt-run: '\.\./x' is not a run id"):
+        suite_options_from("--adopt-run", "../x")
+    with pytest.raises(UsageError, match=r"^--adopt-run: same is this run's own --run-id"):
+        suite_options_from("--adopt-run", "same", "--run-id", "same")
+    with pytest.raises(UsageError, match=r"^--adopt-run with --shared-hot-wallets"):
+        suite_options_from("--adopt-run", "a1", "--shared-hot-wallets")

@@ -269,3 +269,41 @@ def test_the_evidence_for_causes_survives_saving_and_merging() -> None:
     # wallets with none of it keep the saved record as small as before
     record.wallet_created("c", OK, Decimal(5))
     assert "again_sum" not in record.to_dict()["wallets"]["c"]
+
+
+def test_an_adopted_wallet_starts_from_its_balance_and_entries_and_counts_as_no_creation() -> None:
+    record = RunRecord("b")
+    record.wallet_adopted("lt-a-w000001", Decimal(700), 12, 12)
+    record.operation("credit", OK, "lt-a-w000001", Decimal(50))
+    record.operation("debit", INDETERMINATE, "lt-a-w000001", Decimal(20))
+    tally = record.wallets["lt-a-w000001"]
+    assert tally.expected_balance() == (Decimal(730), Decimal(750))
+    # the 12 entries it had, one acknowledged credit, one maybe: not a new initial entry
+    assert tally.expected_entries() == (13, 14)
+    assert record.creation_counts() == {OK: 0, REJECTED: 0, INDETERMINATE: 0}
+    assert record.creations_attempted == 0
+    # a wallet created in this run has no baseline; an adopted wallet with no money still has one
+    record.wallet_created("lt-b-r00000000-000000", OK, Decimal(0))
+    record.wallet_adopted("lt-a-w000002", Decimal(0), 0, 0)
+    assert record.wallets["lt-b-r00000000-000000"].base_version == -1
+    assert record.wallets["lt-a-w000002"].expected_entries() == (0, 0)
+
+
+def test_an_adopted_baseline_survives_the_saved_record_and_a_workers_merge(tmp_path: Path) -> None:
+    worker = RunRecord("b")
+    worker.wallet_adopted("lt-a-w000001", Decimal("700.50"), 12, 11)
+    worker.wallet_created("lt-b-r00000000-000000", OK, Decimal(0))
+    path = tmp_path / "run-record.json"
+    worker.save(path)
+    saved = json.loads(path.read_text())["wallets"]
+    assert "base_version" not in saved["lt-b-r00000000-000000"]  # kept small when created
+    loaded = RunRecord.load(path)
+    assert loaded.wallets == worker.wallets
+    merged = RunRecord("b")
+    merged.merge(RunRecord.from_dict(worker.to_dict()))
+    tally = merged.wallets["lt-a-w000001"]
+    assert (tally.initial_balance, tally.base_version, tally.base_entries) == (
+        Decimal("700.50"),
+        12,
+        11,
+    )
