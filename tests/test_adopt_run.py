@@ -1,7 +1,7 @@
 """--adopt-run: a run loads an earlier run's wallets as they are and is checked against what they
 held when it began. Real `locust --headless` runs on the embedded target (its PostgreSQL held
-open by this module, so every run joins the same data): a clean adopting run is VALID and creates
-no wallet, a ledger fault switched on in the adopting run alone is found in it and not blamed on
+open by this module, so every run joins the same data): a clean adopting run on two workers, each
+adopting its shard, is VALID and creates no wallet, a ledger fault switched on in the adopting run alone is found in it and not blamed on
 the earlier runs' entries, cleanup keeps adopted wallets with their first run, and bad values
 are one line and exit code 2. Then both ways of reading the baseline agree on a real service."""
 
@@ -109,9 +109,11 @@ def test_an_adopted_population_is_loaded_again_checked_against_its_baseline_and_
     assert created.returncode == 0, created.explain()
     assert created.verdict() == "PASS", created.explain()
 
-    # run B adopts A's 20 wallets and 3 hot wallets: it creates none, and is VALID
-    adopted = locust_run(reports, second, "--adopt-run", first, *LOAD_CLASSES)
+    # run B adopts A's 20 wallets and 3 hot wallets, on two workers each reading its own
+    # shard's baseline: it creates none, and is VALID
+    adopted = locust_run(reports, second, "--adopt-run", first, "--processes", "2", *LOAD_CLASSES)
     assert adopted.returncode == 0, adopted.explain()
+    assert "load generator CPU: shard 2:" in adopted.output, adopted.explain()
     assert adopted.verdict() == "PASS", adopted.explain()
     assert f"wallets: 23 adopted from run {first}, none created" in adopted.output
     assert adopted.requests("/wallets") == 0, adopted.explain()
