@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import uuid
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -124,6 +125,7 @@ def test_an_adopted_population_is_loaded_again_checked_against_its_baseline_and_
         "first_run": first,
         "wallets": 23,
         "source": "database",
+        "warning": "",
     }
     record = RunRecord.load(reports / second / "run-record.json")
     assert len(record.wallets) == 23
@@ -211,3 +213,29 @@ def test_the_service_api_and_the_database_give_the_same_baseline(reference_walle
     # a shard is every count-th wallet by the number in its id, as seeding shards its plan
     shard = adoption.read_from_database(service.dsn, schema, run_id, (1, 2))
     assert sorted(w.wallet_id for w in shard) == [ids[1], ids[3]]
+
+
+def test_without_a_database_the_saved_record_says_which_wallets_and_a_broken_run_is_warned_of(
+    tmp_path: Path,
+) -> None:
+    schema = Schema()
+    with pytest.raises(adoption.AdoptionError, match=r"^--adopt-run: no run r1: no saved record"):
+        adoption.resolve(tmp_path, "r1", None, schema)
+    record = RunRecord("r1")
+    record.wallet_created("lt-r1-w000000", "rejected", Decimal(10))
+    record.save(tmp_path / "r1" / "run-record.json")
+    with pytest.raises(adoption.AdoptionError, match=r"^--adopt-run: run r1 has no wallets"):
+        adoption.resolve(tmp_path, "r1", None, schema)
+    for i in range(3):
+        record.wallet_created(f"lt-r1-w{i:06d}", "ok", Decimal(10))
+    record.wallet_created("lt-r1-h000000", "ok", Decimal(10))
+    record.wallet_created("lt-r1-r0a1b2c3d-000000", "ok", Decimal(0))  # a reader's own: left
+    record.save(tmp_path / "r1" / "run-record.json")
+    (tmp_path / "r1" / "consistency.json").write_text(
+        json.dumps({"valid": False, "violations": {"ledger_sum_mismatch": []}})
+    )
+    found = adoption.resolve(tmp_path, "r1", None, schema)
+    assert (found.wallets, found.source, found.first_run) == (4, "service API", "r1")
+    assert "run r1's own check found violations (ledger_sum_mismatch)" in found.warning
+    path = tmp_path / "r1" / "run-record.json"
+    assert adoption.record_wallet_ids(path, (1, 2)) == ["lt-r1-w000001"]

@@ -47,6 +47,9 @@ class Adoption:
     first_run: str
     wallets: int
     source: str  # "database" or "service API"
+    # what the adopted run's own check said, when it found violations: they stay in the
+    # wallets' rows, so this run's check finds them again
+    warning: str = ""
 
     def line(self) -> str:
         first = "" if self.first_run == self.adopted_from else f", created by run {self.first_run}"
@@ -107,6 +110,7 @@ def resolve(report_dir: Path, adopt_run: str, dsn: str | None, schema: Schema) -
         )
     first = first_run(report_dir, adopt_run)
     record_path = Path(report_dir) / adopt_run / "run-record.json"
+    warning = _earlier_violations(Path(report_dir) / adopt_run / "consistency.json", adopt_run)
     if dsn:
         try:
             with connect(dsn) as conn:
@@ -115,7 +119,7 @@ def resolve(report_dir: Path, adopt_run: str, dsn: str | None, schema: Schema) -
             reason = str(error).strip().splitlines()[0] if str(error).strip() else error
             raise AdoptionError(f"--adopt-run: cannot read {redact_dsn(dsn)}: {reason}") from None
         if count:
-            return Adoption(adopt_run, first, count, "database")
+            return Adoption(adopt_run, first, count, "database", warning)
         if record_path.exists():
             raise AdoptionError(
                 f"--adopt-run: run {adopt_run} has no wallets in {redact_dsn(dsn)}"
@@ -133,7 +137,21 @@ def resolve(report_dir: Path, adopt_run: str, dsn: str | None, schema: Schema) -
     count = len(record_wallet_ids(record_path))
     if not count:
         raise AdoptionError(f"--adopt-run: run {adopt_run} has no wallets: its record created none")
-    return Adoption(adopt_run, first, count, "service API")
+    return Adoption(adopt_run, first, count, "service API", warning)
+
+
+def _earlier_violations(report_path: Path, run_id: str) -> str:
+    try:
+        report = json.loads(report_path.read_text())
+    except (OSError, ValueError):
+        return ""
+    if not isinstance(report, dict) or report.get("valid") is not False:
+        return ""
+    kinds = ", ".join(sorted(report.get("violations") or {}))
+    return (
+        f"run {run_id}'s own check found violations ({kinds}): what they broke is still in its"
+        " wallets' rows, and this run's check will find it again"
+    )
 
 
 def record_wallet_ids(record_path: Path, shard: tuple[int, int] = (0, 1)) -> list[str]:

@@ -174,6 +174,9 @@ class FrontRole(Role):
             try:
                 self.adoption = adoption_of(opts, opts.pg_dsn)
                 self.adoption.save(Path(opts.report_dir), opts.run_id)
+                if self.adoption.warning:
+                    log.warning("wallet suite: %s", self.adoption.warning)
+                    self.notes.append(f"note: {self.adoption.warning}")
             except (AdoptionError, OSError) as error:
                 log.error("wallet suite: %s", error)
                 self.tab.finished(None, str(error))
