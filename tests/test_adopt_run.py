@@ -14,6 +14,7 @@ import uuid
 from decimal import Decimal
 from pathlib import Path
 
+import psycopg
 import pytest
 from locust.contrib.fasthttp import FastHttpSession
 from locust.event import Events
@@ -239,3 +240,49 @@ def test_without_a_database_the_saved_record_says_which_wallets_and_a_broken_run
     assert "run r1's own check found violations (ledger_sum_mismatch)" in found.warning
     path = tmp_path / "r1" / "run-record.json"
     assert adoption.record_wallet_ids(path, (1, 2)) == ["lt-r1-w000001"]
+
+
+def test_by_age_cleanup_keeps_every_row_of_a_wallet_written_since_the_cutoff(
+    database_dsn: str,
+) -> None:
+    """A population created long ago and adopted by a recent run keeps its rows; an untouched
+    one goes with all of its rows, not only those older than the cutoff."""
+    with psycopg.connect(database_dsn, autocommit=True) as conn:
+        for wallet, updated in (("lt-old-w000000", "3 days"), ("lt-old-w000001", "10 minutes")):
+            conn.execute(
+                "INSERT INTO wallets (id, owner_id, balance, version, created_at, updated_at)"
+                " VALUES (%s, 'o', 10, 2, now() - interval '3 days', now() - %s::interval)",
+                (wallet, updated),
+            )
+            for n, age in enumerate(("3 days", updated)):
+                conn.execute(
+                    'INSERT INTO ledger_entries ("walletId", "transactionType", amount,'
+                    ' "balanceBefore", "balanceAfter", "referenceId", "createdAt")'
+                    " VALUES (%s, 'CREDIT', 5, 0, 5, %s, now() - %s::interval)",
+                    (wallet, f"{wallet}-{n}", age),
+                )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "wallet_users.cleanup",
+            "--pg-dsn",
+            database_dsn,
+            "--older-than",
+            "2h",
+            "--yes",
+        ],
+        cwd=PROJECT_ROOT,
+        env=locust_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    with psycopg.connect(database_dsn, autocommit=True) as conn:
+        left = conn.execute(
+            'SELECT "walletId", count(*) FROM ledger_entries GROUP BY 1 ORDER BY 1'
+        ).fetchall()
+        wallets = [row[0] for row in conn.execute("SELECT id FROM wallets")]
+    assert wallets == ["lt-old-w000001"]
+    assert left == [("lt-old-w000001", 2)]

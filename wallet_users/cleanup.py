@@ -58,6 +58,12 @@ def plan(
     matching the regular expression exact, when given), older than older_than if given."""
     statements = []
     params = {"pattern": pattern, "age": older_than, "exact": exact}
+    # By age, a wallet's rows go together, when the wallet itself was last written before the
+    # cutoff: a population created long ago and loaded again since (--adopt-run) keeps its rows.
+    last_write = conn.execute(
+        "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'public'"
+        " AND table_name = 'wallets' AND column_name = 'updated_at'"
+    ).fetchone()[0]
     for table, column, stamp in TABLES:
         present = conn.execute(
             "SELECT count(*) FROM information_schema.columns"
@@ -71,6 +77,11 @@ def plan(
             where = sql.SQL("{} AND {} ~ %(exact)s").format(where, sql.Identifier(column))
         if older_than is not None:
             where = sql.SQL("{} AND {} < now() - %(age)s").format(where, sql.Identifier(stamp))
+            if last_write and table != "idempotency_keys":
+                where = sql.SQL(
+                    "{} AND NOT EXISTS (SELECT 1 FROM wallets AS w WHERE w.id = {}.{}"
+                    " AND w.updated_at >= now() - %(age)s)"
+                ).format(where, sql.Identifier(table), sql.Identifier(column))
         count = conn.execute(
             sql.SQL("SELECT count(*) FROM {} WHERE {}").format(sql.Identifier(table), where),
             params,
