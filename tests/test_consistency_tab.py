@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tests.locust_support import suite_options_from
 from wallet_users.consistency.report import INVALID, VALID, ConsistencyReport, Violation
+from wallet_users.load.adoption import Adoption
 from wallet_users.record import RunRecord
 from wallet_users.wiring.consistency_tab import ConsistencyTab, StartedTest
 from wallet_users.wiring.html_report import SECTION_ID, add_verdict_to_file, with_verdict
@@ -177,3 +178,27 @@ def test_the_start_page_shows_the_dsn_without_its_password() -> None:
     assert "postgresql://wallet:***@db:5432/wallex" in page or "password=***" in page
     unchanged = start_page("postgresql://wallet@db/wallex")
     assert without_passwords(unchanged) == unchanged
+
+
+def test_an_adopting_test_says_which_population_it_loads_while_it_runs_and_in_its_verdict() -> None:
+    population = Adoption("pop1", "pop0", 1000, "database")
+    tab = ConsistencyTab()
+    started = plan()
+    started.adoption = population
+    tab.started(started)
+    by_item = {r["item"]: r for r in tab.rows()}
+    assert by_item["population"]["result"] == "adopted"
+    assert by_item["population"]["detail"].startswith(
+        "population adopted from run pop1, created by run pop0: 1000 wallets"
+    )
+    done = outcome(ConsistencyReport(status=VALID, run_id="tab1", adoption=population.to_dict()))
+    done.adoption = population
+    tab.finished(done)
+    assert "population" in items(tab.rows())
+    assert "wallets: 10 adopted from run pop1, created by run pop0, none created" in "\n".join(
+        done.summary_lines()
+    )
+    assert any(
+        line.startswith("  population adopted from run pop1 (created by run pop0)")
+        for line in done.summary_lines()
+    )

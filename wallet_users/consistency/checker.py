@@ -486,7 +486,9 @@ def check_conservation(
             expected,
             total,
             f"sum over {len(wallets)} wallets",
-            f"SELECT sum(balance) FROM {_quoted(schema.physical('wallets'))} WHERE id LIKE '{_run_prefix(record)}%';",
+            f"SELECT sum(balance) FROM {_quoted(schema.physical('wallets'))} WHERE "
+            + " OR ".join(f"id LIKE '{prefix}%'" for prefix in _run_prefixes(record))
+            + ";",
             float(min(abs(total - low), abs(total - high))),
         )
     ]
@@ -538,6 +540,13 @@ def _run_prefix(record: RunRecord) -> str:
     from ..record.ids import ID_PREFIX
 
     return f"{ID_PREFIX}{record.run_id}-"
+
+
+def _run_prefixes(record: RunRecord) -> list[str]:
+    """The run's own prefix, and its adopted wallets' (--adopt-run: ids of the run that made
+    them, 'lt-<first run>-' before 'w000042')."""
+    adopted = {w[:-7] for w, t in record.wallets.items() if t.base_version >= 0}
+    return [_run_prefix(record), *sorted(adopted - {_run_prefix(record)})]
 
 
 def paste_query(schema: Schema, table: str, wallet_id: str) -> str:
