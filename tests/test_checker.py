@@ -904,3 +904,21 @@ def test_the_web_ui_rows_and_the_console_lead_with_the_causes_after_the_verdict(
     verdict = next(i for i, line in enumerate(lines) if line.startswith("wallet suite verdict:"))
     assert lines[verdict + 1] == f"  cause: {report.causes[0].line()}"
     assert sum(1 for line in lines if line.startswith("  cause: ")) == len(report.causes)
+
+
+def test_an_adopted_wallet_is_checked_against_what_it_held_when_the_run_began() -> None:
+    earlier = Scenario().create(A, 500).credit(A, 50).create(B, 0).credit(B, 20)
+    before = earlier.facts()
+    adopting = RunRecord("run2")
+    for wallet in (A, B):
+        held = before.write_side[wallet]
+        adopting.wallet_adopted(wallet, held.balance, held.version, before.ledger[wallet].entries)
+    earlier.record = adopting
+    run = earlier.debit(A, 30).transfer(A, B, 100).credit(B, 5, outcome=INDETERMINATE, applied=True)
+    facts = run.facts()
+    report = check_consistency(run.record, facts)
+    assert report.status == "valid", report.violations
+    # one entry short of the baseline plus this run's operations: found, against that baseline
+    facts.ledger[A].entries -= 1
+    found = check_consistency(run.record, facts).violations["expected_entries"]
+    assert (found[0].wallet_id, found[0].expected, found[0].found) == (A, 4, 3)
