@@ -231,3 +231,21 @@ def test_the_staleness_bound_is_judged_only_when_set(staleness, passed, line) ->
         t for t in judge(record, options, 1.0, staleness_p95=staleness) if t.name == "staleness p95"
     ]
     assert (result.passed, result.line) == (passed, line)
+
+
+def test_an_adopting_run_creates_nothing_and_says_so_and_one_stopped_while_adopting_says_that() -> (
+    None
+):
+    options = suite_options_from("--adopt-run", "earlier")
+    record = RunRecord("b")
+    for i in range(3):
+        record.wallet_adopted(f"lt-earlier-w{i:06d}", Decimal(100), 1, 1)
+    record.operation("credit", OK, "lt-earlier-w000000", Decimal(10))
+    (creation,) = [t for t in judge(record, options, None) if t.name == "wallet creation"]
+    assert (creation.passed, creation.line) == (True, "wallet creation: none, 3 wallets adopted")
+    stopped = LoadFigures(began=False, seeded=3, planned=9, seed_seconds=1.5, adopting=True)
+    (load,) = [t for t in judge(RunRecord("b"), options, None, load=stopped) if t.name == "load"]
+    assert load.line == (
+        "load: no operation was acknowledged: the run stopped while adopting"
+        " (3/9 wallets read in 1.5s)"
+    )

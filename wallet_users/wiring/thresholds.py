@@ -56,6 +56,7 @@ class LoadFigures:
     seeded: int = 0
     planned: int = 0
     seed_seconds: float = 0.0
+    adopting: bool = False  # --adopt-run: the wallets were being read, not created
 
 
 def load_threshold(record: RunRecord, load: LoadFigures) -> Threshold:
@@ -67,7 +68,12 @@ def load_threshold(record: RunRecord, load: LoadFigures) -> Threshold:
         return Threshold(
             "load", True, f"load: {ops.ok} operations acknowledged in {load.seconds:.0f}s of load"
         )
-    if not load.began:
+    if not load.began and load.adopting:
+        why = (
+            f"the run stopped while adopting ({load.seeded}/{load.planned} wallets read in"
+            f" {load.seed_seconds:.1f}s)"
+        )
+    elif not load.began:
         why = (
             f"the run stopped while seeding ({load.seeded}/{load.planned} wallets created in"
             f" {load.seed_seconds:.1f}s)"

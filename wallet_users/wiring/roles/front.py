@@ -295,7 +295,10 @@ class FrontRole(Role):
         now = time.time()
         ended = self.load_ended or now
         load_seconds = ended - self.load_started if self.load_started is not None else 0.0
-        if self.load_started is None:  # stopped while seeding: what it had done by then
+        if self.load_started is None and self.adoption is not None:  # stopped while adopting
+            read = sum(1 for t in record.wallets.values() if t.base_version >= 0)
+            seeding = (read, self.adoption.wallets, now - self.started)
+        elif self.load_started is None:  # stopped while seeding: what it had done by then
             prefix = wallet_id(options.run_id, 0)[:-6]
             made = sum(
                 1 for w, t in record.wallets.items() if w.startswith(prefix) and t.created == OK
@@ -322,6 +325,7 @@ class FrontRole(Role):
             seeded=seeding[0],
             planned=seeding[1],
             seed_seconds=seeding[2],
+            adopting=self.adoption is not None,
         )
         outcome.thresholds = judge(
             record, options, outcome.p95_ms, arrival, load, staleness_p95(stats)
