@@ -1,9 +1,11 @@
 """--adopt-run: a run loads an earlier run's wallets as they are and is checked against what they
 held when it began. Real `locust --headless` runs on the embedded target (its PostgreSQL held
 open by this module, so every run joins the same data): a clean adopting run on two workers, each
-adopting its shard, is VALID and creates no wallet, a ledger fault switched on in the adopting run alone is found in it and not blamed on
-the earlier runs' entries, cleanup keeps adopted wallets with their first run, and bad values
-are one line and exit code 2. Then both ways of reading the baseline agree on a real service."""
+adopting its shard, is VALID and creates no wallet; a ledger fault switched on in a later adopting
+run alone is found in it and not blamed on the earlier runs' entries; cleanup keeps adopted
+wallets with their first run; bad values are one line and exit code 2. Then, on a real service
+and database: both ways of reading the baseline agree, the saved record stands in for the
+database, and cleanup by age keeps a wallet written since the cutoff whole."""
 
 from __future__ import annotations
 
