@@ -8,6 +8,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -201,19 +202,31 @@ def read_from_database(
     dsn: str, schema: Schema, run_id: str, shard: tuple[int, int] = (0, 1)
 ) -> list[AdoptedWallet]:
     """One shard of run_id's wallets as they are now, in one streamed query (one snapshot)."""
+    return list(stream_from_database(dsn, schema, run_id, shard))
+
+
+def stream_from_database(
+    dsn: str,
+    schema: Schema,
+    run_id: str,
+    shard: tuple[int, int] = (0, 1),
+    pause: Callable[[], None] = lambda: None,
+) -> Iterator[AdoptedWallet]:
+    """read_from_database's wallets as they arrive, BATCH rows a fetch, pause() between
+    fetches: psycopg blocks the gevent loop, and a worker that sends no heartbeat for 3 s is
+    marked missing by its master."""
     index, count = shard
     params = {"regex": population_regex(run_id), "index": index, "count": count}
-    wallets = []
     with (
         connect(dsn) as conn,
         conn.transaction(),
         conn.cursor(name="wallet_suite_adoption") as cursor,
     ):
-        cursor.itersize = BATCH
         cursor.execute(baseline_query(schema), params)
-        for wallet_id, balance, version, entries in cursor:
-            wallets.append(AdoptedWallet(wallet_id, balance, version, entries))
-    return wallets
+        while rows := cursor.fetchmany(BATCH):
+            for wallet_id, balance, version, entries in rows:
+                yield AdoptedWallet(wallet_id, balance, version, entries)
+            pause()
 
 
 def read_from_service(
@@ -252,7 +265,7 @@ def read_from_service(
 
 
 def adopt(
-    wallets: list[AdoptedWallet], pool: WalletPool, hot_pool: WalletPool, record: RunRecord
+    wallets: Iterable[AdoptedWallet], pool: WalletPool, hot_pool: WalletPool, record: RunRecord
 ) -> tuple[int, int]:
     """Put the wallets in the pools (hot ones in the hot pool) and their baseline in the
     record; (regular, hot) adopted."""
@@ -285,12 +298,17 @@ def load_shard(
     the saved record's wallet ids. planned: wallets to adopt; created: adopted."""
     started = time.monotonic()
     first = first_run(report_dir, adopt_run)
-    wallets: list[AdoptedWallet] | None = None
-    planned = 0
+    regular = hot = planned = 0
+    read = False
     if dsn:
         try:
-            wallets = read_from_database(dsn, schema, first, shard)
-            planned = len(wallets)
+            regular, hot = adopt(
+                stream_from_database(dsn, schema, first, shard, pause=lambda: gevent.sleep(0)),
+                pool,
+                hot_pool,
+                record,
+            )
+            planned, read = regular + hot, True
         except (CheckError, psycopg.Error) as error:
             log.warning(
                 "adopting run %s: cannot read %s (%s): reading the service's API instead",
@@ -298,11 +316,10 @@ def load_shard(
                 redact_dsn(dsn),
                 str(error).strip().splitlines()[0] if str(error).strip() else error,
             )
-    if wallets is None:
+    if not read:  # a connection lost midway re-reads every wallet: wallet_adopted overwrites
         ids = record_wallet_ids(Path(report_dir) / adopt_run / "run-record.json", shard)
         planned = len(ids)
-        wallets = read_from_service(client, ids)
-    regular, hot = adopt(wallets, pool, hot_pool, record)
+        regular, hot = adopt(read_from_service(client, ids), pool, hot_pool, record)
     seconds = time.monotonic() - started
     log.info(
         "adopted %d wallets and %d hot wallets of run %s (shard %d of %d) in %.1fs",
@@ -313,4 +330,4 @@ def load_shard(
         shard[1],
         seconds,
     )
-    return SeedResult(planned, len(wallets), seconds)
+    return SeedResult(planned, regular + hot, seconds)
