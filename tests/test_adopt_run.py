@@ -140,6 +140,24 @@ def test_an_adopted_population_is_loaded_again_checked_against_its_baseline_and_
         report["counts"]["ledger_entries"] > report_of(reports, first)["counts"]["ledger_entries"]
     )
 
+    # re-checked on its own, B is still held to its baseline, and says it adopted A
+    recheck = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "wallet_users.check",
+            "--run-record",
+            str(reports / second / "run-record.json"),
+        ],
+        cwd=PROJECT_ROOT,
+        env=locust_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert recheck.returncode == 0, recheck.stdout + recheck.stderr
+    assert f"population adopted from run {first}: checked against" in recheck.stdout
+
     # run C adopts B (so A's wallets) with the ledger projector dropping entries: C alone is
     # INVALID, and no wallet is short of more entries than C's own operations on it
     faulty = locust_run(
