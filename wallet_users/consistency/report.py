@@ -108,6 +108,7 @@ class ConsistencyReport:
     settle: dict[str, Any] = field(default_factory=dict)
     unverified_wallets: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    faults: list[dict[str, Any]] = field(default_factory=list)  # --nemesis: set by the front role
 
     @property
     def valid(self) -> bool | None:
@@ -159,6 +160,7 @@ class ConsistencyReport:
                 "projection_lag_ms": self.lag_ms,
                 "settle": self.settle,
                 "unverified_wallets": self.unverified_wallets,
+                "faults": self.faults,
                 "violations": {
                     kind: [asdict(v) for v in items[:MAX_KEPT_PER_KIND]]
                     for kind, items in sorted(self.violations.items())

@@ -18,7 +18,7 @@ from decimal import Decimal
 from locust import FastHttpUser, HttpUser, constant, tag, task
 from locust.exception import StopUser
 
-from ..record import OK
+from ..record import INDETERMINATE, OK
 from ..record.ids import idempotency_key, wallet_id
 from .arrival import Pacer
 from .operations import Answer, WalletOperations, outcome_of
@@ -27,6 +27,7 @@ from .run import SuiteRun
 from .seeding import WalletPlan, create_wallet, remember_creation
 
 TASK_KINDS = ("credit", "debit", "transfer")
+MAX_BACKOFF_SECONDS = 1.0
 
 
 class WalletBehaviour:
@@ -39,6 +40,7 @@ class WalletBehaviour:
     abstract = True
     expect_refusals = False
     pacer: Pacer | None = None
+    unanswered = 0  # operations in a row left indeterminate (closed model: they back off)
 
     def wallet_pool(self, run: SuiteRun) -> WalletPool:
         return run.wallets
@@ -75,12 +77,21 @@ class WalletBehaviour:
             self.pacer.stop()
 
     def wait_time(self) -> float:
-        return 0.0 if self.pacer is None else self.pacer.wait_time()
+        if self.pacer is not None:
+            return self.pacer.wait_time()
+        if not self.unanswered:
+            return 0.0
+        # a service that is down answers at once (connection refused, 5xx): without a pause
+        # each user would send thousands of doomed operations a second, each one in doubt
+        return min(MAX_BACKOFF_SECONDS, 0.02 * 2 ** min(self.unanswered, 6))
 
     def perform(self, kind: str, work: Callable[[], Answer | None]) -> None:
         """Run one operation now (closed model) or at its scheduled start (open model)."""
         if self.pacer is None:
-            work()
+            answer = work()
+            if answer is not None:
+                in_doubt = outcome_of(answer.status) == INDETERMINATE
+                self.unanswered = self.unanswered + 1 if in_doubt else 0
         else:
             self.pacer.arrive(f"/wallets/[id]/{kind}", work)
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..nemesis.events import FaultEvent
 from .options import SuiteOptions
-from .outcome import RunOutcome
+from .outcome import RunOutcome, fault_rows
 from .projection_lag import ConsumerSample
 
 IDLE, RUNNING, CHECKING, DONE = "idle", "running", "checking", "done"
@@ -43,6 +44,7 @@ class ConsistencyTab:
 
     lag: Callable[[], dict[str, ConsumerSample]] = dict
     progress: Callable[[], tuple[int, int, int] | None] = lambda: None
+    faults: Callable[[], list[FaultEvent]] = list  # --nemesis: the faults so far
     phase: str = IDLE
     plan: StartedTest | None = None
     outcome: RunOutcome | None = None
@@ -93,7 +95,13 @@ class ConsistencyTab:
                 "the load has stopped: waiting for the projectors to drain"
                 f" (up to {plan.options.settle_timeout:g}s), then checking the database",
             )
-        return [head, *self._plan_rows(plan), *self._progress_rows(), *self._lag_rows()]
+        return [
+            head,
+            *self._plan_rows(plan),
+            *self._progress_rows(),
+            *self._lag_rows(),
+            *fault_rows(self.faults()),
+        ]
 
     def _progress_rows(self) -> list[Row]:
         counts = self.progress() if self.phase == RUNNING else None
