@@ -198,13 +198,15 @@ class ReadYourWritesUser(FastHttpUser):
         balance = snapshot.get("balance")
         timeout = self.run.options.visibility_timeout
         started = time.perf_counter()
-        deadline = started + timeout
         pending = {
             "read model": (f"/wallets/{self.wallet_id}", "/wallets/[id]"),
             "ledger": (f"/ledger/wallet/{self.wallet_id}?limit=1", "/ledger/wallet/[id]"),
         }
         last: dict[str, str] = {}
+        faults = self.run.faults
         while pending:
+            # a write cannot show while a fault is on: its time counts from the fault's end
+            deadline = max(started, faults.quiet_since()) + timeout
             final = time.perf_counter() >= deadline  # this round's answers are the verdict
             for what, (path, name) in list(pending.items()):
                 answer = self._shows(path, name, balance, what, final)

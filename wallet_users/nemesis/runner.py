@@ -39,6 +39,7 @@ class Nemesis:
     """Runs one test's faults; `events` are what happened, in order."""
 
     log_request: Callable[..., None]  # environment.events.request.fire
+    on_fault: Callable[[bool], None] = lambda on: None  # a fault begins (True) or is over
     clock: AnswerClock = field(default_factory=AnswerClock)
     events: list[FaultEvent] = field(default_factory=list)
     plan: NemesisPlan | None = None
@@ -124,6 +125,7 @@ class Nemesis:
         self._entry(f"{spec.fault} (start)", 0.0, None)
         fault = fault_for(spec, context)
         errors = []
+        self.on_fault(True)
         try:
             fault.inject()
         except Exception as error:
@@ -134,6 +136,7 @@ class Nemesis:
                 fault.heal()
             except Exception as error:
                 errors.append(f"its heal failed: {_first_line(error)}")
+        self.on_fault(False)
         over = time.time()
         event.healed_at = round(over - self._load_started, 3)
         event.error = "; ".join(errors)

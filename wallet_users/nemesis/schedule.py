@@ -26,7 +26,7 @@ def schedule(specs: list[FaultSpec], seed: int) -> Iterator[PlannedFault]:
     draws = [random.Random(f"{seed}:{i}:{spec.fault}") for i, spec in enumerate(specs)]
     times = [spec.first for spec in specs]
     for i, spec in enumerate(specs):
-        heapq.heappush(heap, (_jittered(spec.first, spec, draws[i]), i, 1))
+        heapq.heappush(heap, (_jittered(spec.first, spec.first, spec, draws[i]), i, 1))
     while heap:
         at, i, occurrence = heapq.heappop(heap)
         spec = specs[i]
@@ -34,11 +34,13 @@ def schedule(specs: list[FaultSpec], seed: int) -> Iterator[PlannedFault]:
         if spec.count is not None and occurrence >= spec.count:
             continue
         times[i] += spec.every
-        heapq.heappush(heap, (_jittered(times[i], spec, draws[i]), i, occurrence + 1))
+        heapq.heappush(heap, (_jittered(times[i], spec.every, spec, draws[i]), i, occurrence + 1))
 
 
-def _jittered(at: float, spec: FaultSpec, draw: random.Random) -> float:
-    return max(0.0, at + draw.uniform(-1, 1) * spec.jitter * spec.every / 2)
+def _jittered(at: float, gap: float, spec: FaultSpec, draw: random.Random) -> float:
+    """`at` moved by up to half the jitter of the gap before it (the first fault's gap is
+    from the load's start), so faults never drift from their nominal times."""
+    return max(0.0, at + draw.uniform(-1, 1) * spec.jitter * gap / 2)
 
 
 def planned(specs: list[FaultSpec], seed: int, horizon: float) -> list[PlannedFault]:

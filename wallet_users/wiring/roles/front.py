@@ -59,7 +59,7 @@ class FrontRole(Role):
         self.notes: list[str] = []
         self.outcome: RunOutcome | None = None
         self.sampler = ProjectionLagSampler(environment.events.request.fire)
-        self.nemesis = Nemesis(environment.events.request.fire)
+        self.nemesis = Nemesis(environment.events.request.fire, self._fault_on)
         self._nemesis_plan: NemesisPlan | None = None
         self._nemesis_dsn: str | None = None
         self._nemesis_run_id = ""
@@ -195,6 +195,13 @@ class FrontRole(Role):
             probe_url += wallet_id(self._nemesis_run_id, 0)
             self.nemesis.start(plan, self.load_started, probe_url, backlog)
             log.info("nemesis: %d kinds of fault from now (seed %d)", len(plan.specs), plan.seed)
+
+    def _fault_on(self, on: bool) -> None:
+        """Tell this process's users a fault is on (or over): read-your-writes waits count
+        from its end."""
+        run = getattr(self.environment, "wallet_suite_run", None)
+        if run is not None:
+            run.faults.begin() if on else run.faults.end()
 
     def heal_faults(self) -> None:
         """No more faults; heal the one injected now, before in-doubt operations are re-sent
@@ -427,7 +434,7 @@ class FrontRole(Role):
         if failed:
             line += f"; {failed[0].error}"
         if self.nemesis.stopped_early:
-            line += f" ({self.nemesis.stopped_early})"
+            outcome.notes.append(f"nemesis: {self.nemesis.stopped_early}")
         outcome.thresholds.append(Threshold("faults", not failed, line))
         rows = [e.to_dict() for e in events]
         if outcome.consistency is not None:
