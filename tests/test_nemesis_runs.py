@@ -6,7 +6,6 @@ specs that must stop before any load."""
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import os
 import signal
@@ -31,7 +30,6 @@ class FaultRun:
     locust: LocustRun
     faults: list[dict]  # faults.json's
     report: dict  # consistency.json
-    history: list[dict]  # Locust's --csv-full-history rows of the Aggregated entry
 
     def explain(self) -> str:
         return self.locust.explain()
@@ -47,7 +45,6 @@ def run_with_faults(
             *LOAD,
             *("-t", f"{seconds}s", "--nemesis", spec, "--nemesis-seed", "1"),
             *("--report-dir", str(reports), "--json-file", str(base)),
-            *("--csv", str(base), "--csv-full-history"),
             *args,
         ),
         cwd=PROJECT_ROOT,
@@ -64,26 +61,23 @@ def run_with_faults(
     assert len(folders) == 1, run.explain()
     faults = json.loads(folders[0].read_text())["faults"]
     report = json.loads((folders[0].parent / "consistency.json").read_text())
-    with open(f"{base}_stats_history.csv", newline="") as rows:
-        history = [r for r in csv.DictReader(rows) if r["Name"] == "Aggregated"]
-    return FaultRun(run, faults, report, history)
+    return FaultRun(run, faults, report)
 
 
 def failures_apart_from(
     run: FaultRun, margin_before: float = 1.5, margin_after: float = 3.0
 ) -> list:
-    """The seconds of Locust's history in which requests failed far from every fault: from a
-    little before it was injected to a little after the service answered again."""
+    """Requests that failed in a second far from every fault (from a little before it was
+    injected to a little after the service answered again): (type, name, second, failures)."""
     windows = []
     for f in run.faults:
         over = f["epoch"] + (f["healed_at"] - f["started_at"]) + (f["answered_after"] or 0)
         windows.append((f["epoch"] - margin_before, over + margin_after))
-    apart, previous = [], 0
-    for row in run.history:
-        failed = int(row["Total Failure Count"])
-        if failed > previous and not any(a <= int(row["Timestamp"]) <= b for a, b in windows):
-            apart.append((int(row["Timestamp"]), failed - previous))
-        previous = failed
+    apart = []
+    for entry in run.locust.stats().values():  # Locust's failures per second, in wall time
+        for second, failed in entry["num_fail_per_sec"].items():
+            if entry["method"] != "NEMESIS" and not any(a <= int(second) <= b for a, b in windows):
+                apart.append((entry["method"], entry["name"], int(second), failed))
     return apart
 
 

@@ -25,7 +25,7 @@ class FaultEvent:
         return self.healed_at is not None and not self.error
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(self).items()}
 
     def figures(self) -> str:
         """Its times, in a few words: 'at 4.1s, healed after 0.8s; 2xx again 0.1s after; ...'."""
