@@ -22,6 +22,7 @@ from aiohttp import web
 from .commands import CONSUMERS, IdempotencyKeys, SlowCommits, WalletCommands
 from .faults import Faults
 from .http_api import build_app
+from .outage import OUTAGE_ERRORS, quiet_pool_outages
 from .postgres import redact_dsn
 from .projectors import build_projectors, listen_for_outbox
 
@@ -45,14 +46,32 @@ class ServeOptions:
 
 
 async def open_pool(dsn: str, size: int) -> asyncpg.Pool:
+    """A pool that outlives the database restarting: asyncpg replaces a connection the server
+    closed when it is next acquired, so requests fail (503) only while the server is away."""
+    quiet_pool_outages()
     return await asyncpg.create_pool(
         dsn,
         min_size=min(4, size),
         max_size=size,
-        # JIT compilation costs more than these short statements ever gain from it.
-        server_settings={"jit": "off", "application_name": "reference_wallet"},
+        # JIT compilation costs more than these short statements ever gain from it. A backend
+        # checks each second that its client is still there, so that the statements of a
+        # killed service end (and free their locks) then, not when they next answer.
+        server_settings={
+            "jit": "off",
+            "application_name": "reference_wallet",
+            "client_connection_check_interval": "1000",
+        },
         reset=_keep_session,
     )
+
+
+async def close_pool(pool: asyncpg.Pool, timeout: float = 5.0) -> None:
+    """Close gracefully, or drop the connections if the server does not answer (it may be frozen
+    or gone): a stop must not hang on the database."""
+    try:
+        await asyncio.wait_for(pool.close(), timeout)
+    except (TimeoutError, *OUTAGE_ERRORS):
+        pool.terminate()
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
@@ -127,7 +146,7 @@ async def serve(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await pool.close()
+        await close_pool(pool)
         if workers:
             await _reap_workers(workers)
     if lost_worker:
@@ -272,4 +291,4 @@ async def project(dsn: str, faults: Faults, names: list[str]) -> None:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await pool.close()
+        await close_pool(pool)
