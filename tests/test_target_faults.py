@@ -93,6 +93,7 @@ def test_a_killed_service_restarted_on_its_port_loses_and_repeats_nothing(target
     port = target.url
     record = under_load(target, lambda _: target.kill_service(), target.start_service)
     assert target.url == port and target.parts()["service"] is not None
+    assert sum(record.indefinite.values()) > 0, "no request met the kill"
     assert_exactly_once(target, record)
 
 
@@ -139,6 +140,25 @@ def test_a_postgres_restart_under_load_is_survived_exactly_once(target, mode) ->
     # nobody died of it: the same service and projector processes carry on
     assert (target.parts()["service"], target.parts()["projectors"]) == (service, projectors)
     assert sum(record.indefinite.values()) > 0, "no request met the restart"
+    assert_exactly_once(target, record)
+
+
+def test_terminated_backends_are_replaced_without_loss_or_repeat(target) -> None:
+    """What the suite's drop-connections fault does (pg_terminate_backend) to every connection of
+    the service and the projectors, listener included."""
+    terminated = []
+
+    def inject(_: FaultLoad) -> None:
+        with psycopg.connect(target.dsn, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                " AND backend_type = 'client backend'"
+            ).fetchall()
+        terminated.append(len(rows))
+
+    record = under_load(target, inject, lambda: None)
+    assert terminated[0] >= 3, "too few connections to terminate"
     assert_exactly_once(target, record)
 
 
