@@ -43,6 +43,7 @@ class ServeOptions:
     pool_size: int = 16  # per process
     workers: int = 1  # HTTP processes sharing the port; the projectors run in the first only
     slow_commits: SlowCommits | None = None  # None: every command commits at once
+    parent_pid: int | None = None  # stop when this process is no longer the parent
 
 
 async def open_pool(dsn: str, size: int) -> asyncpg.Pool:
@@ -110,6 +111,7 @@ async def serve(
     faults = options.faults or Faults()
     stopping = asyncio.Event()
     _stop_on_signals(stopping)
+    parent_watch = _watch_parent(options.parent_pid, stopping)
     pool = await open_pool(options.dsn, options.pool_size)
     commands = WalletCommands(pool, faults, options.slow_commits)
     app = build_app(pool, commands, IdempotencyKeys(pool, faults), faults)
@@ -122,6 +124,7 @@ async def serve(
     await site.start()
     names = list(CONSUMERS) if options.projectors is None else options.projectors
     running, tasks = await _run_projectors(options.dsn, pool, faults, names, stopping)
+    tasks.append(parent_watch)
     lost_worker: list[str] = []
     if workers:
         tasks.append(asyncio.create_task(_watch_workers(workers, stopping, lost_worker)))
@@ -200,7 +203,9 @@ def _run_worker(options: ServeOptions, index: int, parent: int) -> int:
             return 0
         faults = options.faults or Faults()
         seed = None if faults.seed is None else faults.seed + index
-        worker = replace(options, projectors=[], faults=Faults(dict(faults.rates), seed))
+        worker = replace(
+            options, projectors=[], faults=Faults(dict(faults.rates), seed), parent_pid=None
+        )
         listener = _reuse_port_socket(options.host, options.port)
         code = uvloop.run(serve(worker, listener=listener, worker_index=index))
     except KeyboardInterrupt:
@@ -279,11 +284,15 @@ async def _reap_workers(workers: list[int]) -> None:
             await asyncio.sleep(0.05)
 
 
-async def project(dsn: str, faults: Faults, names: list[str]) -> None:
+async def project(
+    dsn: str, faults: Faults, names: list[str], parent_pid: int | None = None
+) -> None:
     stopping = asyncio.Event()
     _stop_on_signals(stopping)
+    parent_watch = _watch_parent(parent_pid, stopping)
     pool = await open_pool(dsn, 4)
     running, tasks = await _run_projectors(dsn, pool, faults, names, stopping)
+    tasks.append(parent_watch)
     print(f"reference_wallet: projecting {', '.join(running)} on {redact_dsn(dsn)}", flush=True)
     try:
         await stopping.wait()
@@ -292,3 +301,25 @@ async def project(dsn: str, faults: Faults, names: list[str]) -> None:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await close_pool(pool)
+
+
+PARENT_CHECK_SECONDS = 1.0
+
+
+def _watch_parent(parent_pid: int | None, stopping: asyncio.Event) -> asyncio.Task:
+    """A task that stops this process once parent_pid is no longer its parent: a load generator
+    killed outright leaves no service behind. (Not PR_SET_PDEATHSIG, which fires when the
+    parent's starting thread ends, and a caller may start the service from a passing thread.)"""
+
+    async def watch() -> None:
+        if parent_pid is None:
+            return
+        while not stopping.is_set():
+            if os.getppid() != parent_pid:
+                print(f"reference_wallet: parent {parent_pid} is gone; stopping", flush=True)
+                stopping.set()
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), PARENT_CHECK_SECONDS)
+
+    return asyncio.create_task(watch(), name="parent-watch")
