@@ -179,3 +179,45 @@ def test_the_summary_counts_the_faults_and_gives_each_its_recovery() -> None:
         "  fault command at 6.0s, over after 2.0s; its heal failed: timed out; first 2xx not seen"
     )
     assert summary_lines([], 7) == []
+
+
+def test_the_consistency_tab_shows_the_plan_then_a_row_per_fault_with_its_recovery() -> None:
+    from pathlib import Path
+
+    from wallet_users.consistency.report import VALID, ConsistencyReport
+    from wallet_users.record import RunRecord
+    from wallet_users.wiring.consistency_tab import ConsistencyTab, StartedTest
+    from wallet_users.wiring.outcome import RunOutcome
+
+    opts = suite_options_from("--run-id", "n1", "--nemesis", "pause-postgres:every=30s")
+    started = StartedTest("n1", "http://127.0.0.1:3000", True, "dbname=wallex", "", opts)
+    events: list[FaultEvent] = []
+    tab = ConsistencyTab(faults=lambda: events)
+    tab.started(started)
+    (plan,) = [r for r in tab.rows() if r["item"] == "nemesis"]
+    assert plan["detail"].startswith("pause-postgres every 30s from 30s, for 3s")
+    events.append(FaultEvent("pause-postgres", 30.0, 30.2, healed_at=33.3, answered_after=0.1))
+    (live,) = [r for r in tab.rows() if r["item"] == "fault pause-postgres"]
+    assert live["result"] == "at 30.2s" and "first 2xx 0.1s after" in live["detail"]
+    done = RunOutcome(
+        record=RunRecord("n1"),
+        options=opts,
+        host="http://127.0.0.1:3000",
+        embedded=True,
+        seconds=60,
+        seeding=(10, 10, 0.1),
+        generator=[],
+        consistency=ConsistencyReport(VALID, "n1", counts={"wallets": 10}),
+        record_path=Path("reports/n1/run-record.json"),
+        faults=events,
+        nemesis_seed=4,
+    )
+    events[0].caught_up_after, events[0].backlog_before = 2.5, {"a": 1, "b": 0}
+    tab.finished(done)
+    (row,) = [r for r in tab.rows() if r["item"] == "fault pause-postgres"]
+    assert row["detail"] == (
+        "at 30.2s, over after 3.1s; first 2xx 0.1s after; backlogs back to 1/0 events 2.5s after"
+    )
+    assert "faults: 1 injected (pause-postgres x1; nemesis seed 4); all over before the check" in (
+        done.summary_lines()
+    )

@@ -120,10 +120,11 @@ def test_each_built_in_fault_alone_ends_valid_with_its_recovery_and_failures_onl
         assert locust.requests(name) > 0, run.explain()
 
 
+# One after another (a fault due while another is on waits for it): every kind in 10 s of load.
 MIXED = (
-    "kill-service:first=1.5s:every=5s,restart-projectors:first=3s:every=6s,"
-    "pause-postgres:first=4.5s:every=30s:duration=1s,drop-connections:first=6s:every=30s,"
-    "restart-postgres-fast:first=7.5s:every=30s"
+    "kill-service:first=1s:every=5s,drop-connections:first=2.5s:every=30s,"
+    "pause-postgres:first=3.5s:every=30s:duration=1s,restart-postgres-fast:first=5s:every=30s,"
+    "restart-projectors:first=7.5s:every=30s"
 )
 MIXED_LOAD = ("--replay-ratio", "0.2", "--hot-wallets", "2", "--seed", "5")
 
@@ -136,14 +137,13 @@ def test_a_mixed_schedule_with_replays_and_hot_wallet_transfers_is_valid_with_no
     assert "Traceback" not in locust.output, run.explain()
     assert locust.returncode == 0, run.explain()
     assert locust.verdict() == "PASS", run.explain()
-    assert [f["fault"] for f in run.faults] == [
+    assert {f["fault"] for f in run.faults} == {
         "kill-service",
-        "restart-projectors",
-        "pause-postgres",
         "drop-connections",
-        "kill-service",
+        "pause-postgres",
         "restart-postgres-fast",
-    ], run.faults
+        "restart-projectors",
+    }, run.faults
     assert all(not f["error"] for f in run.faults), run.faults
     assert locust.lines_starting("operations: ") and ", 0 indeterminate;" in locust.output, (
         run.explain()
@@ -152,7 +152,8 @@ def test_a_mixed_schedule_with_replays_and_hot_wallet_transfers_is_valid_with_no
     assert locust.requests("/wallets/[id]/transfer") > 0, run.explain()
     record = json.loads(next((tmp_path / "reports").glob("*/run-record.json")).read_text())
     hot = [t for w, t in record["wallets"].items() if "-h0" in w]
-    assert hot and any(t["ok"]["transfer_out"]["count"] for t in hot), hot[:1]
+    assert hot and any(t["ok_count"].get("transfer_out") for t in hot), hot[:1]
+    assert sum(t["replays"] for t in hot) > 0, hot[:1]
 
 
 def test_the_mixed_schedule_with_outbox_drop_on_finds_that_cause_and_nothing_else(

@@ -46,6 +46,13 @@ class FaultSpec:
     def heals(self) -> bool:
         return FAULTS[self.fault][1]
 
+    def describe(self) -> str:
+        """'pause-postgres every 30s from 30s, for 3s' (what the tab shows before it runs)."""
+        text = f"{self.fault} every {self.every:g}s from {self.first:g}s"
+        if self.duration:
+            text += f", for {self.duration:g}s"
+        return text + (f", {self.count} times at most" if self.count else "")
+
 
 def parse_duration(text: str, what: str) -> float:
     """Seconds from `20s`, `500ms`, `2m` or a bare number of seconds."""

@@ -135,6 +135,15 @@ class ConsistencyTab:
         ]
         if opts.max_p95_ms > 0:
             rows.append(row("p95 latency", "to judge", f"<= {opts.max_p95_ms:g} ms"))
+        if opts.nemesis:
+            rows.append(
+                row(
+                    "nemesis",
+                    f"{len(opts.nemesis)} kinds of fault",
+                    "; ".join(spec.describe() for spec in opts.nemesis)
+                    + " (from the end of seeding; healed before the check)",
+                )
+            )
         return rows
 
     def _lag_rows(self) -> list[Row]:
