@@ -40,6 +40,11 @@ SUITE_OPTIONS = (
     "max_p95_ms",
     "report_dir",
     "lag_interval",
+    "nemesis",
+    "nemesis_seed",
+    "nemesis_command",
+    "nemesis_heal",
+    "nemesis_timeout",
 )
 
 

@@ -284,10 +284,13 @@ class FrontRole(Role):
                 old = getattr(parsed, key)
                 setattr(parsed, key, value == "true" if isinstance(old, bool) else value)
         try:
-            suite_options.parse(parsed)
+            opts = suite_options.parse(parsed)
         except UsageError as error:
             return str(error)
         host = str(form.get("host", self.environment.host or "")).strip().rstrip("/")
+        embedded = self.target is not None and host in ("", self.target.url)
+        if problem := nemesis_target_problem(opts, embedded, host):
+            return problem
         if not host:
             return None if self.target else "the host field is empty: name the service to load"
         if self.target is not None and host == self.target.url:
