@@ -96,14 +96,16 @@ BUILT_IN = {
 def test_each_built_in_fault_alone_ends_valid_with_its_recovery_and_failures_only_around_it(
     fault: str, tmp_path: Path
 ) -> None:
-    run = run_with_faults(tmp_path, f"{fault}:first=2s:every=60s:count=1{BUILT_IN[fault]}")
+    run = run_with_faults(
+        tmp_path, f"{fault}:first=1.5s:every=60s:count=1{BUILT_IN[fault]}", seconds=5
+    )
     locust = run.locust
     assert "Traceback" not in locust.output, run.explain()
     assert locust.returncode == 0, run.explain()
     assert locust.verdict() == "PASS", run.explain()
     (event,) = run.faults
     assert event["fault"] == fault and not event["error"], event
-    assert 1.0 <= event["started_at"] <= 3.0, event
+    assert 1.0 <= event["started_at"] <= 2.5, event
     assert event["answered_after"] is not None, event
     assert event["caught_up_after"] is not None, event
     assert run.report["status"] == "valid" and run.report["faults"] == run.faults
@@ -120,11 +122,11 @@ def test_each_built_in_fault_alone_ends_valid_with_its_recovery_and_failures_onl
         assert locust.requests(name) > 0, run.explain()
 
 
-# One after another (a fault due while another is on waits for it): every kind in 10 s of load.
+# Every kind, due one after another from 1 s on (one due while another is on waits for it).
 MIXED = (
-    "kill-service:first=1s:every=5s,drop-connections:first=2.5s:every=30s,"
-    "pause-postgres:first=3.5s:every=30s:duration=1s,restart-postgres-fast:first=5s:every=30s,"
-    "restart-projectors:first=7.5s:every=30s"
+    "kill-service:first=1s:every=60s,restart-projectors:first=1.5s:every=60s,"
+    "drop-connections:first=2s:every=60s,pause-postgres:first=2.5s:every=60s:duration=1s,"
+    "restart-postgres-fast:first=3s:every=60s"
 )
 MIXED_LOAD = ("--replay-ratio", "0.2", "--hot-wallets", "2", "--seed", "5")
 
@@ -132,18 +134,19 @@ MIXED_LOAD = ("--replay-ratio", "0.2", "--hot-wallets", "2", "--seed", "5")
 def test_a_mixed_schedule_with_replays_and_hot_wallet_transfers_is_valid_with_nothing_in_doubt(
     tmp_path: Path,
 ) -> None:
-    run = run_with_faults(tmp_path, MIXED, *MIXED_LOAD, seconds=10)
+    run = run_with_faults(tmp_path, MIXED, *MIXED_LOAD, seconds=8)
     locust = run.locust
     assert "Traceback" not in locust.output, run.explain()
     assert locust.returncode == 0, run.explain()
     assert locust.verdict() == "PASS", run.explain()
-    assert {f["fault"] for f in run.faults} == {
+    injected = [f["fault"] for f in run.faults]
+    # a loaded machine may not reach the last one in 8 s: the first four at least
+    assert injected[:4] == [
         "kill-service",
+        "restart-projectors",
         "drop-connections",
         "pause-postgres",
-        "restart-postgres-fast",
-        "restart-projectors",
-    }, run.faults
+    ], run.faults
     assert all(not f["error"] for f in run.faults), run.faults
     assert locust.lines_starting("operations: ") and ", 0 indeterminate;" in locust.output, (
         run.explain()
@@ -163,7 +166,7 @@ def test_the_mixed_schedule_with_outbox_drop_on_finds_that_cause_and_nothing_els
         tmp_path,
         MIXED,
         *MIXED_LOAD,
-        seconds=10,
+        seconds=8,
         env={"REFERENCE_WALLET_FAULTS": "outbox-drop=0.05"},
     )
     assert run.locust.returncode == 1, run.explain()
@@ -269,23 +272,17 @@ def test_a_heal_command_that_hangs_during_the_run_is_timed_out_and_fails_the_run
 
 
 # --- bad specs: one line, exit 2, before any load ----------------------------------------------
+# (every message of the spec parser and of a failing command: tests/test_nemesis.py; here the
+# three ways they reach the command line: the options, the target check, the pre-flight)
 
 BAD = {
     "unknown fault": (
         ["--nemesis", "kill-everything:every=5s"],
         "wallet suite: --nemesis: unknown fault 'kill-everything'; known: kill-service,",
     ),
-    "no interval": (
-        ["--nemesis", "kill-service"],
-        "wallet suite: --nemesis: kill-service: no interval: add every=DURATION",
-    ),
     "built-in fault on your own host": (
         ["--nemesis", "pause-postgres:every=5s", "--host", "{host}"],
         "wallet suite: --nemesis: pause-postgres acts on the embedded target's processes, not on",
-    ),
-    "a command that fails": (
-        ["--nemesis", "command:every=5s", "--nemesis-command", "exit 4", "--host", "{host}"],
-        "wallet suite: before the load: --nemesis-command 'exit 4' exited with code 4",
     ),
     "a command that hangs": (
         [
