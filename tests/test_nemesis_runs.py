@@ -124,9 +124,9 @@ def test_each_built_in_fault_alone_ends_valid_with_its_recovery_and_failures_onl
 
 # Every kind, due one after another from 1 s on (one due while another is on waits for it).
 MIXED = (
-    "kill-service:first=1s:every=60s,restart-projectors:first=1.5s:every=60s,"
-    "drop-connections:first=2s:every=60s,pause-postgres:first=2.5s:every=60s:duration=1s,"
-    "restart-postgres-fast:first=3s:every=60s"
+    "kill-service:first=1s:every=60s,drop-connections:first=1.5s:every=60s,"
+    "pause-postgres:first=2s:every=60s:duration=1s,restart-postgres-fast:first=2.5s:every=60s,"
+    "restart-projectors:first=3s:every=60s"
 )
 MIXED_LOAD = ("--replay-ratio", "0.2", "--hot-wallets", "2", "--seed", "5")
 
@@ -140,13 +140,8 @@ def test_a_mixed_schedule_with_replays_and_hot_wallet_transfers_is_valid_with_no
     assert locust.returncode == 0, run.explain()
     assert locust.verdict() == "PASS", run.explain()
     injected = [f["fault"] for f in run.faults]
-    # a loaded machine may not reach the last one in 8 s: the first four at least
-    assert injected[:4] == [
-        "kill-service",
-        "restart-projectors",
-        "drop-connections",
-        "pause-postgres",
-    ], run.faults
+    # the slow ones last: a loaded machine may not reach them in 8 s, the first three always
+    assert injected[:3] == ["kill-service", "drop-connections", "pause-postgres"], run.faults
     assert all(not f["error"] for f in run.faults), run.faults
     assert locust.lines_starting("operations: ") and ", 0 indeterminate;" in locust.output, (
         run.explain()
