@@ -143,6 +143,7 @@ def test_a_postgres_restart_under_load_is_survived_exactly_once(target, mode) ->
     # nobody died of it: the same service and projector processes carry on
     assert (target.parts()["service"], target.parts()["projectors"]) == (service, projectors)
     assert sum(record.indefinite.values()) > 0, "no request met the restart"
+    assert any(answer.startswith("503 ") for answer in record.indefinite), record.indefinite
     assert_exactly_once(target, record)
 
 
