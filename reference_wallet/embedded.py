@@ -73,9 +73,10 @@ class EmbeddedPostgres:
 
     # --- restart ------------------------------------------------------------------------------
 
-    def restart(self, mode: str, timeout: float = 30.0) -> None:
-        """Stop the server with `pg_ctl stop -m mode` and start it again on the same data
-        directory and socket; return once it accepts connections."""
+    def restart(self, mode: str, timeout: float = 30.0, down_for: float = 0.0) -> None:
+        """Stop the server with `pg_ctl stop -m mode`, leave it down for down_for seconds, and
+        start it again on the same data directory and socket; return once it accepts
+        connections. timeout bounds the stop and the start; down_for comes on top."""
         if mode not in SHUTDOWN_MODES:
             raise ServerControlError(
                 f"unknown shutdown mode {mode!r}; known: {', '.join(SHUTDOWN_MODES)}"
@@ -85,10 +86,11 @@ class EmbeddedPostgres:
         info = self._info()
         if info is None or not info.is_running():
             raise ServerControlError(f"no server is running on {self.pgdata}")
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout + down_for
         # The wheel's lock: a process joining meanwhile would find no server and start its own.
         with self._server._lock:
             self._pg_ctl(["stop", "-m", mode, "-w"], deadline)
+            time.sleep(down_for)  # the outage asked for
             options = ["-o", '-h ""']  # as the wheel starts it: a unix socket, no TCP
             if info.socket_dir is not None:
                 options += ["-o", f"-k {info.socket_dir}"]

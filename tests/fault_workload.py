@@ -119,7 +119,9 @@ class FaultLoad:
                 return "applied"
             if status == 400 and "insufficient funds" in message:
                 return "refused"
-            if status in (0, 500, 502, 503) or (status == 409 and "in flight" in message):
+            # no answer, the database unavailable, or the key still held by a request that may
+            # be alive: none says whether it took effect, so ask again (a 500 is a bug: unexpected)
+            if status in (0, 503) or (status == 409 and "in flight" in message):
                 self.record.indefinite[f"{status} {message[:40]}"] += 1
                 last = f"{status} {message}"
                 await asyncio.sleep(RETRY_SECONDS)

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,8 +25,7 @@ from polling import wait_until
 from projection import backlog
 from wallet_http import WalletHttp, new_id
 
-from reference_wallet.postgres import DEFAULT_STATE_DIR
-from tests.locust_support import PROJECT_ROOT, locust_command, locust_env
+from tests.locust_support import PROJECT_ROOT
 from wallet_users.wiring.target import EmbeddedTarget, TargetFaultError
 
 pytestmark = pytest.mark.timeout(120)
@@ -143,6 +143,7 @@ def test_a_postgres_restart_under_load_is_survived_exactly_once(target, mode) ->
     # nobody died of it: the same service and projector processes carry on
     assert (target.parts()["service"], target.parts()["projectors"]) == (service, projectors)
     assert sum(record.indefinite.values()) > 0, "no request met the restart"
+    assert any(answer.startswith("503 ") for answer in record.indefinite), record.indefinite
     assert_exactly_once(target, record)
 
 
@@ -181,6 +182,34 @@ def test_a_paused_postgres_holds_requests_until_it_resumes(target) -> None:
     assert seen["acknowledged while frozen"] <= 4, seen
     assert not target.postgres.paused
     assert_exactly_once(target, record)
+
+
+def test_a_service_started_while_postgres_is_down_comes_up_once_it_is_back(target) -> None:
+    """Two faults at once: the service's start needs the database, so it is tried again."""
+    failed: list[BaseException] = []
+
+    def restart() -> None:
+        try:
+            target.restart_postgres("fast", down_for=3.0)
+        except BaseException as error:
+            failed.append(error)
+
+    log = target.service.log_path
+    offset = log.stat().st_size
+    target.kill_service()
+    outage = threading.Thread(target=restart)
+    outage.start()
+    try:
+        wait_until(lambda: target.parts()["postgres"] is None, 10, "PostgreSQL to go down")
+        target.start_service()
+    finally:
+        outage.join(30)
+    assert failed == []
+    with log.open("rb") as text:
+        text.seek(offset)
+        assert b"reference_wallet: cannot use " in text.read(), "no start met the outage"
+    wallet_id = new_id("o")
+    assert WalletHttp(target.url).create_wallet(wallet_id, "owner-o", 1).status == 201
 
 
 def test_a_misused_actuator_says_why_in_one_line(target) -> None:
@@ -237,45 +266,3 @@ def running(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
-
-
-def test_a_default_embedded_run_leaves_no_process_behind(tmp_path: Path) -> None:
-    pid_file = DEFAULT_STATE_DIR / "pgdata" / "postmaster.pid"
-    already_running = pid_file.exists() and psutil.pid_exists(int(pid_file.read_text().split()[0]))
-    args = locust_command(
-        *("--headless", "-u", "2", "-r", "2", "-t", "2s", "--wallets", "10", "--only-summary"),
-        *("--report-dir", str(tmp_path / "reports"), "--settle-timeout", "20"),
-    )
-    with (tmp_path / "out").open("w+") as out, (tmp_path / "err").open("w+") as err:
-        locust = subprocess.Popen(args, cwd=PROJECT_ROOT, env=locust_env(), stdout=out, stderr=err)
-        try:
-            parts = wait_until(lambda: target_parts(locust.pid), 60, "the embedded target's parts")
-            code = locust.wait(timeout=90)
-        finally:
-            if locust.poll() is None:
-                locust.kill()
-                locust.wait()
-        out.seek(0), err.seek(0)
-        output = out.read() + err.read()
-    assert code == 0, output[-3000:]
-    left = [pid for pid in parts if running(pid)]
-    assert left == [], f"left running: {[psutil.Process(p).cmdline() for p in left]}"
-    if not already_running:
-        assert not pid_file.exists(), "the embedded PostgreSQL was left running"
-
-
-def target_parts(locust_pid: int) -> list[int] | None:
-    """The pids of the service and the projector process under locust, once both run."""
-    try:
-        children = psutil.Process(locust_pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return None
-    found = {}
-    for child in children:
-        try:
-            cmdline = child.cmdline()
-        except psutil.NoSuchProcess:
-            continue
-        if "reference_wallet" in cmdline:
-            found[cmdline[cmdline.index("reference_wallet") + 1]] = child.pid
-    return list(found.values()) if {"serve", "project"} <= found.keys() else None

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 PROJECTING = b"reference_wallet: projecting "  # the projector process's line once it runs
 STOP_SECONDS = 10.0
+RETRY_SECONDS = 0.2  # between two starts of a part whose first start exited
 
 
 class TargetFaultError(RuntimeError):
@@ -129,13 +130,23 @@ class EmbeddedTarget:
             )
 
     def start_service(self, timeout: float = 15.0) -> None:
-        """Start the service again on the same port; return once /ledger/health answers 200."""
+        """Start the service again on the same port; return once /ledger/health answers 200. A
+        start that exits (PostgreSQL down at that moment, under another fault) is tried again
+        until the timeout."""
         if _pid(self.service) is not None:
             raise TargetFaultError(f"the service is already running (pid {_pid(self.service)})")
-        try:
-            self.service.start(timeout)
-        except ServiceStartError as error:
-            raise TargetFaultError(f"the service did not start again: {_one_line(error)}") from None
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.service.start(max(1.0, deadline - time.monotonic()))
+                return
+            except ServiceStartError as error:
+                self.service.kill()  # closes its log
+                if time.monotonic() + RETRY_SECONDS >= deadline:
+                    raise TargetFaultError(
+                        f"the service did not start again: {_one_line(error)}"
+                    ) from None
+            time.sleep(RETRY_SECONDS)
 
     # --- the projectors -------------------------------------------------------------------------
 
@@ -155,37 +166,47 @@ class EmbeddedTarget:
 
     def start_projectors(self, timeout: float = 15.0) -> None:
         """Start the projector process again; return once it says it projects (its pool is
-        connected and both consumers run)."""
+        connected and both consumers run). A start that exits is tried again until the
+        timeout, as in start_service."""
         if _pid(self.projectors) is not None:
             raise TargetFaultError(
                 f"the projectors are already running (pid {_pid(self.projectors)})"
             )
+        deadline = time.monotonic() + timeout
+        while True:
+            exited = self._start_projectors_once(deadline)
+            if exited is None:
+                return
+            if time.monotonic() + RETRY_SECONDS >= deadline:
+                raise TargetFaultError(exited)
+            time.sleep(RETRY_SECONDS)
+
+    def _start_projectors_once(self, deadline: float) -> str | None:
+        """None once the process projects; why not if it exited; raises at the deadline."""
         log_path = self.projectors.log_path
         offset = log_path.stat().st_size if log_path and log_path.exists() else 0
         self.projectors.start()
-        deadline = time.monotonic() + timeout
+        process = self.projectors.process
         while time.monotonic() < deadline:
-            if self.projectors.process.poll() is not None:
-                code = self.projectors.process.returncode
-                self.projectors.kill()
-                raise TargetFaultError(
-                    f"the projectors exited with code {code}{_log_tail(log_path, offset)}"
+            if process.poll() is not None:
+                self.projectors.kill()  # closes its log
+                return (
+                    f"the projectors exited with code {process.returncode}"
+                    f"{_log_tail(log_path, offset)}"
                 )
             if PROJECTING in _read_from(log_path, offset):
-                return
+                return None
             time.sleep(0.05)
         self.projectors.kill()
-        raise TargetFaultError(
-            f"the projectors did not start within {timeout:g}s{_log_tail(log_path, offset)}"
-        )
+        raise TargetFaultError(f"the projectors did not start in time{_log_tail(log_path, offset)}")
 
     # --- PostgreSQL -----------------------------------------------------------------------------
 
-    def restart_postgres(self, mode: str, timeout: float = 30.0) -> None:
-        """pg_ctl stop -m mode ("fast" or "immediate"), then start on the same data directory and
-        socket; return once it accepts connections."""
+    def restart_postgres(self, mode: str, timeout: float = 30.0, down_for: float = 0.0) -> None:
+        """pg_ctl stop -m mode ("fast" or "immediate"), down_for seconds down, then start on the
+        same data directory and socket; return once it accepts connections."""
         try:
-            self.postgres.restart(mode, timeout)
+            self.postgres.restart(mode, timeout, down_for)
         except ServerControlError as error:
             raise TargetFaultError(f"restart PostgreSQL ({mode}): {error}") from None
 
