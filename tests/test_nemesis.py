@@ -27,6 +27,7 @@ def test_a_spec_names_faults_with_their_interval_and_parameters_after_a_colon_or
     ]
     assert specs[1].jitter == 0 and specs[2].count == 3 and specs[0].count is None
     assert parse_spec("pause-postgres:every=9s")[0].duration == 3.0  # a pause lasts by default
+    assert parse_spec("restart-postgres-fast:every=9s:duration=2s")[0].duration == 2.0  # down
     assert parse_spec("") == []
 
 

@@ -60,7 +60,7 @@ def fault_for(spec: FaultSpec, context: FaultContext) -> Fault:
         return Fault(lambda: target.stop_projectors(kill=True), target.start_projectors)
     if name.startswith("restart-postgres-"):
         mode = name.removeprefix("restart-postgres-")
-        return Fault(lambda: target.restart_postgres(mode))
+        return Fault(lambda: target.restart_postgres(mode, down_for=spec.duration))
     if name == "pause-postgres":
         return Fault(target.pause_postgres, target.resume_postgres)
     raise ValueError(f"no action for fault {name!r}")

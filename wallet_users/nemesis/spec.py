@@ -18,6 +18,11 @@ FAULTS: dict[str, tuple[str, bool]] = {
     "drop-connections": ("pg_terminate_backend on the service's database connections", False),
     "command": ("run --nemesis-command, then after the duration --nemesis-heal", True),
 }
+# Faults a duration= applies to: the time between inject and heal, or (a restart) the time down.
+TIMED_FAULTS = frozenset(n for n, (_, heals) in FAULTS.items() if heals) | {
+    "restart-postgres-fast",
+    "restart-postgres-immediate",
+}
 # Faults that act on the embedded target's processes; the others need only its database.
 PROCESS_FAULTS = frozenset(FAULTS) - {"drop-connections", "command"}
 DEFAULT_DURATION = {"pause-postgres": 3.0}
@@ -98,8 +103,7 @@ def _fault(name: str, params: list[str]) -> FaultSpec:
     if every < 1.0:
         raise NemesisSpecError(f"{name}: every={values['every']} is below 1s")
     first = parse_duration(values["first"], f"{name} first") if "first" in values else every
-    heals = FAULTS[name][1]
-    if "duration" in values and not heals:
+    if "duration" in values and name not in TIMED_FAULTS:
         raise NemesisSpecError(f"{name}: takes no duration (it has no heal of its own)")
     duration = (
         parse_duration(values["duration"], f"{name} duration")
