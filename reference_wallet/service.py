@@ -22,6 +22,7 @@ from aiohttp import web
 from .commands import CONSUMERS, IdempotencyKeys, SlowCommits, WalletCommands
 from .faults import Faults
 from .http_api import build_app
+from .outage import OUTAGE_ERRORS, quiet_pool_outages
 from .postgres import redact_dsn
 from .projectors import build_projectors, listen_for_outbox
 
@@ -42,17 +43,36 @@ class ServeOptions:
     pool_size: int = 16  # per process
     workers: int = 1  # HTTP processes sharing the port; the projectors run in the first only
     slow_commits: SlowCommits | None = None  # None: every command commits at once
+    parent_pid: int | None = None  # stop when this process is no longer the parent
 
 
 async def open_pool(dsn: str, size: int) -> asyncpg.Pool:
+    """A pool that outlives the database restarting: asyncpg replaces a connection the server
+    closed when it is next acquired, so requests fail (503) only while the server is away."""
+    quiet_pool_outages()
     return await asyncpg.create_pool(
         dsn,
         min_size=min(4, size),
         max_size=size,
-        # JIT compilation costs more than these short statements ever gain from it.
-        server_settings={"jit": "off", "application_name": "reference_wallet"},
+        # JIT compilation costs more than these short statements ever gain from it. A backend
+        # checks each second that its client is still there, so that the statements of a
+        # killed service end (and free their locks) then, not when they next answer.
+        server_settings={
+            "jit": "off",
+            "application_name": "reference_wallet",
+            "client_connection_check_interval": "1000",
+        },
         reset=_keep_session,
     )
+
+
+async def close_pool(pool: asyncpg.Pool, timeout: float = 5.0) -> None:
+    """Close gracefully, or drop the connections if the server does not answer (it may be frozen
+    or gone): a stop must not hang on the database."""
+    try:
+        await asyncio.wait_for(pool.close(), timeout)
+    except (TimeoutError, *OUTAGE_ERRORS):
+        pool.terminate()
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
@@ -91,6 +111,7 @@ async def serve(
     faults = options.faults or Faults()
     stopping = asyncio.Event()
     _stop_on_signals(stopping)
+    parent_watch = _watch_parent(options.parent_pid, stopping)
     pool = await open_pool(options.dsn, options.pool_size)
     commands = WalletCommands(pool, faults, options.slow_commits)
     app = build_app(pool, commands, IdempotencyKeys(pool, faults), faults)
@@ -103,6 +124,7 @@ async def serve(
     await site.start()
     names = list(CONSUMERS) if options.projectors is None else options.projectors
     running, tasks = await _run_projectors(options.dsn, pool, faults, names, stopping)
+    tasks.append(parent_watch)
     lost_worker: list[str] = []
     if workers:
         tasks.append(asyncio.create_task(_watch_workers(workers, stopping, lost_worker)))
@@ -127,7 +149,7 @@ async def serve(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await pool.close()
+        await close_pool(pool)
         if workers:
             await _reap_workers(workers)
     if lost_worker:
@@ -181,7 +203,9 @@ def _run_worker(options: ServeOptions, index: int, parent: int) -> int:
             return 0
         faults = options.faults or Faults()
         seed = None if faults.seed is None else faults.seed + index
-        worker = replace(options, projectors=[], faults=Faults(dict(faults.rates), seed))
+        worker = replace(
+            options, projectors=[], faults=Faults(dict(faults.rates), seed), parent_pid=None
+        )
         listener = _reuse_port_socket(options.host, options.port)
         code = uvloop.run(serve(worker, listener=listener, worker_index=index))
     except KeyboardInterrupt:
@@ -260,11 +284,15 @@ async def _reap_workers(workers: list[int]) -> None:
             await asyncio.sleep(0.05)
 
 
-async def project(dsn: str, faults: Faults, names: list[str]) -> None:
+async def project(
+    dsn: str, faults: Faults, names: list[str], parent_pid: int | None = None
+) -> None:
     stopping = asyncio.Event()
     _stop_on_signals(stopping)
+    parent_watch = _watch_parent(parent_pid, stopping)
     pool = await open_pool(dsn, 4)
     running, tasks = await _run_projectors(dsn, pool, faults, names, stopping)
+    tasks.append(parent_watch)
     print(f"reference_wallet: projecting {', '.join(running)} on {redact_dsn(dsn)}", flush=True)
     try:
         await stopping.wait()
@@ -272,4 +300,26 @@ async def project(dsn: str, faults: Faults, names: list[str]) -> None:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await pool.close()
+        await close_pool(pool)
+
+
+PARENT_CHECK_SECONDS = 1.0
+
+
+def _watch_parent(parent_pid: int | None, stopping: asyncio.Event) -> asyncio.Task:
+    """A task that stops this process once parent_pid is no longer its parent: a load generator
+    killed outright leaves no service behind. (Not PR_SET_PDEATHSIG, which fires when the
+    parent's starting thread ends, and a caller may start the service from a passing thread.)"""
+
+    async def watch() -> None:
+        if parent_pid is None:
+            return
+        while not stopping.is_set():
+            if os.getppid() != parent_pid:
+                print(f"reference_wallet: parent {parent_pid} is gone; stopping", flush=True)
+                stopping.set()
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), PARENT_CHECK_SECONDS)
+
+    return asyncio.create_task(watch(), name="parent-watch")

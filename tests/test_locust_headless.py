@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.leftovers import embedded_postmaster, orphaned_parts
 from tests.locust_support import (
     PROJECT_ROOT,
     LocustRun,
@@ -229,12 +230,17 @@ def test_the_hot_wallet_users_refusals_for_funds_are_not_errors(
     assert any(w.startswith(f"lt-{record.run_id}-h") for w in record.wallets)
 
 
-def test_with_no_host_the_run_starts_and_uses_the_embedded_reference_service(
+def test_with_no_host_the_run_starts_and_uses_the_embedded_reference_service_and_leaves_nothing(
     tmp_path: Path,
 ) -> None:
+    postgres_before = embedded_postmaster()
     run = run_headless(
         *LOAD, "--report-dir", str(tmp_path / "reports"), tmp_path=tmp_path, timeout=180
     )
+    # checked at once: a part left running would stop by itself within a second or two
+    assert orphaned_parts() == [], "the embedded target left processes behind"
+    if postgres_before is None:
+        assert embedded_postmaster() is None, "the embedded PostgreSQL was left running"
     assert run.returncode == 0, run.explain()
     assert run.verdict() == "PASS", run.explain()
     assert re.search(r"target http://127\.0\.0\.1:\d+ \(embedded reference_wallet\)", run.output)

@@ -41,6 +41,11 @@ SUITE_OPTIONS = (
     "report_dir",
     "lag_interval",
     "adopt_run",
+    "nemesis",
+    "nemesis_seed",
+    "nemesis_command",
+    "nemesis_heal",
+    "nemesis_timeout",
 )
 
 

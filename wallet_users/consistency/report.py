@@ -111,6 +111,7 @@ class ConsistencyReport:
     # --adopt-run: the population checked (adopted_from, first_run, wallets, source); empty
     # when the run created its wallets
     adoption: dict[str, Any] = field(default_factory=dict)
+    faults: list[dict[str, Any]] = field(default_factory=list)  # --nemesis: set by the front role
 
     @property
     def valid(self) -> bool | None:
@@ -163,6 +164,7 @@ class ConsistencyReport:
                 "settle": self.settle,
                 "unverified_wallets": self.unverified_wallets,
                 "adoption": self.adoption,
+                "faults": self.faults,
                 "violations": {
                     kind: [asdict(v) for v in items[:MAX_KEPT_PER_KIND]]
                     for kind, items in sorted(self.violations.items())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,26 @@ if TYPE_CHECKING:
 
 
 @dataclass
+class FaultWindow:
+    """Whether the nemesis has a fault on in this process, and when the last one was over
+    (perf_counter): a read-your-writes wait counts its --visibility-timeout from then, since a
+    stopped projector cannot show a write."""
+
+    active: int = 0
+    over_at: float = 0.0
+
+    def begin(self) -> None:
+        self.active += 1
+
+    def end(self) -> None:
+        self.active = max(0, self.active - 1)
+        self.over_at = time.perf_counter()
+
+    def quiet_since(self) -> float:
+        return time.perf_counter() if self.active else self.over_at
+
+
+@dataclass
 class SuiteRun:
     options: SuiteOptions
     record: RunRecord
@@ -35,6 +56,7 @@ class SuiteRun:
     arrival_share: ArrivalShare | None = None  # each pacing user's share; None: closed model
     # the acknowledged snapshots, spilled under the run's report folder for long runs
     history: AckHistory = field(default_factory=AckHistory)
+    faults: FaultWindow = field(default_factory=FaultWindow)  # --nemesis, on this process
     ready: bool = False
 
     @classmethod

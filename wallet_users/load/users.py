@@ -15,10 +15,10 @@ import uuid
 from collections.abc import Callable
 from decimal import Decimal
 
-from locust import FastHttpUser, HttpUser, constant, tag, task
+from locust import FastHttpUser, HttpUser, tag, task
 from locust.exception import StopUser
 
-from ..record import OK
+from ..record import INDETERMINATE, OK
 from ..record.ids import idempotency_key, wallet_id
 from .arrival import Pacer
 from .operations import Answer, WalletOperations, outcome_of
@@ -27,6 +27,14 @@ from .run import SuiteRun
 from .seeding import WalletPlan, create_wallet, remember_creation
 
 TASK_KINDS = ("credit", "debit", "transfer")
+MAX_BACKOFF_SECONDS = 1.0
+
+
+def backoff(unanswered: int) -> float:
+    """The pause after `unanswered` operations in a row left in doubt: a service that is down
+    answers at once (connection refused, 5xx), and without a pause each user would send
+    thousands of doomed operations a second, each one in doubt."""
+    return min(MAX_BACKOFF_SECONDS, 0.02 * 2 ** min(unanswered, 6)) if unanswered else 0.0
 
 
 class WalletBehaviour:
@@ -39,6 +47,7 @@ class WalletBehaviour:
     abstract = True
     expect_refusals = False
     pacer: Pacer | None = None
+    unanswered = 0  # operations in a row left indeterminate (closed model: they back off)
 
     def wallet_pool(self, run: SuiteRun) -> WalletPool:
         return run.wallets
@@ -75,12 +84,17 @@ class WalletBehaviour:
             self.pacer.stop()
 
     def wait_time(self) -> float:
-        return 0.0 if self.pacer is None else self.pacer.wait_time()
+        if self.pacer is not None:
+            return self.pacer.wait_time()
+        return backoff(self.unanswered)
 
     def perform(self, kind: str, work: Callable[[], Answer | None]) -> None:
         """Run one operation now (closed model) or at its scheduled start (open model)."""
         if self.pacer is None:
-            work()
+            answer = work()
+            if answer is not None:
+                in_doubt = outcome_of(answer.status) == INDETERMINATE
+                self.unanswered = self.unanswered + 1 if in_doubt else 0
         else:
             self.pacer.arrive(f"/wallets/[id]/{kind}", work)
 
@@ -138,8 +152,18 @@ class ReadYourWritesUser(FastHttpUser):
     statistics and in the run record, so a read endpoint that never works cannot look healthy."""
 
     weight = 1
-    wait_time = constant(0)
     poll_interval = 0.01
+    unanswered = 0  # writes in a row left in doubt: it backs off as the wallet users do
+
+    def wait_time(self) -> float:
+        return backoff(self.unanswered)
+
+    def _answered(self, answer: Answer | None) -> bool:
+        """Whether the write was acknowledged (then it is read back); counts the in-doubt."""
+        if answer is None:
+            return False
+        self.unanswered = self.unanswered + 1 if outcome_of(answer.status) == INDETERMINATE else 0
+        return outcome_of(answer.status) == OK
 
     def on_start(self) -> None:
         run = getattr(self.environment, "wallet_suite_run", None)
@@ -173,27 +197,29 @@ class ReadYourWritesUser(FastHttpUser):
     @task(1)
     def credit_then_read(self) -> None:
         answer = self.ops.credit(self.ops.amount(self.run.options.credit_amount), self.wallet_id)
-        if outcome_of(answer.status) == OK:
+        if self._answered(answer):
             self._await_visibility(answer.body)
 
     @tag("ryw", "debit")
     @task(1)
     def debit_then_read(self) -> None:
         answer = self.ops.debit(self.ops.amount(self.run.options.debit_amount), self.wallet_id)
-        if answer is not None and outcome_of(answer.status) == OK:
+        if self._answered(answer):
             self._await_visibility(answer.body)
 
     def _await_visibility(self, snapshot: dict) -> None:
         balance = snapshot.get("balance")
         timeout = self.run.options.visibility_timeout
         started = time.perf_counter()
-        deadline = started + timeout
         pending = {
             "read model": (f"/wallets/{self.wallet_id}", "/wallets/[id]"),
             "ledger": (f"/ledger/wallet/{self.wallet_id}?limit=1", "/ledger/wallet/[id]"),
         }
         last: dict[str, str] = {}
+        faults = self.run.faults
         while pending:
+            # a write cannot show while a fault is on: its time counts from the fault's end
+            deadline = max(started, faults.quiet_since()) + timeout
             final = time.perf_counter() >= deadline  # this round's answers are the verdict
             for what, (path, name) in list(pending.items()):
                 answer = self._shows(path, name, balance, what, final)
@@ -205,7 +231,9 @@ class ReadYourWritesUser(FastHttpUser):
             if final:
                 break
             if pending:
-                time.sleep(self.poll_interval)  # gevent-patched: yields to other users
+                # gevent-patched: yields to other users; slower while the service is down
+                down = any(a == NO_ANSWER or a.startswith("5") for a in last.values())
+                time.sleep(0.1 if down else self.poll_interval)
         for what in ("read model", "ledger"):
             answer = last.get(what, "")
             if what in pending:

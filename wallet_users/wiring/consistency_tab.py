@@ -10,8 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..load.adoption import Adoption
+from ..nemesis.events import FaultEvent
 from .options import SuiteOptions
-from .outcome import RunOutcome
+from .outcome import RunOutcome, fault_rows
 from .projection_lag import ConsumerSample
 
 IDLE, RUNNING, CHECKING, DONE = "idle", "running", "checking", "done"
@@ -45,6 +46,7 @@ class ConsistencyTab:
 
     lag: Callable[[], dict[str, ConsumerSample]] = dict
     progress: Callable[[], tuple[int, int, int] | None] = lambda: None
+    faults: Callable[[], list[FaultEvent]] = list  # --nemesis: the faults so far
     phase: str = IDLE
     plan: StartedTest | None = None
     outcome: RunOutcome | None = None
@@ -95,7 +97,13 @@ class ConsistencyTab:
                 "the load has stopped: waiting for the projectors to drain"
                 f" (up to {plan.options.settle_timeout:g}s), then checking the database",
             )
-        return [head, *self._plan_rows(plan), *self._progress_rows(), *self._lag_rows()]
+        return [
+            head,
+            *self._plan_rows(plan),
+            *self._progress_rows(),
+            *self._lag_rows(),
+            *fault_rows(self.faults()),
+        ]
 
     def _progress_rows(self) -> list[Row]:
         counts = self.progress() if self.phase == RUNNING else None
@@ -131,6 +139,15 @@ class ConsistencyTab:
         ]
         if opts.max_p95_ms > 0:
             rows.append(row("p95 latency", "to judge", f"<= {opts.max_p95_ms:g} ms"))
+        if opts.nemesis:
+            rows.append(
+                row(
+                    "nemesis",
+                    f"{len(opts.nemesis)} kinds of fault",
+                    "; ".join(spec.describe() for spec in opts.nemesis)
+                    + " (from the end of seeding; healed before the check)",
+                )
+            )
         return rows
 
     def _lag_rows(self) -> list[Row]:

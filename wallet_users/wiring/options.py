@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from ..nemesis.spec import FAULTS, FaultSpec, NemesisSpecError, parse_spec
 from ..record.ids import generate_run_id
 
 DEFAULT_RANGES = {
@@ -75,6 +76,11 @@ class SuiteOptions:
     max_staleness_ms: float | None = None  # read-your-writes staleness p95 bound; None: off
     lag_interval: float = 2.0  # seconds between samples of the projectors' lag; 0: off
     adopt_run: str = ""  # load an earlier run's wallets instead of creating new ones
+    nemesis: tuple[FaultSpec, ...] = ()  # faults during the load; (): none
+    nemesis_seed: int | None = None  # None: --seed, else random
+    nemesis_command: str = ""  # the `command` fault's inject, through the shell
+    nemesis_heal: str = ""  # its heal
+    nemesis_timeout: float = 30.0  # seconds a command may take before it is killed
 
 
 def register(parser: Any) -> None:
@@ -210,6 +216,40 @@ def register(parser: Any) -> None:
         " this (default: no bound)",
     )
     group.add_argument(
+        "--nemesis",
+        type=str,
+        default="",
+        help="faults during the load, e.g. 'kill-service:every=20s,pause-postgres:every=30s:duration=3s'"
+        f" ({', '.join(FAULTS)}; parameters every=, first=, duration=, jitter=, count=;"
+        " see README 'Faults during the load'; default: none)",
+    )
+    group.add_argument(
+        "--nemesis-seed",
+        type=str,
+        default="",
+        help="seed of the faults' timing (default: --seed, else random; the summary prints it)",
+    )
+    group.add_argument(
+        "--nemesis-command",
+        type=str,
+        default="",
+        help="the 'command' fault for your own service, run through the shell on the master or"
+        " local runner, e.g. 'pm2 stop wallex' (tried once, with its heal, before the load)",
+    )
+    group.add_argument(
+        "--nemesis-heal",
+        type=str,
+        default="",
+        help="what heals the 'command' fault after its duration, e.g. 'pm2 restart wallex'",
+    )
+    group.add_argument(
+        "--nemesis-timeout",
+        type=str,
+        default="30",
+        help="seconds --nemesis-command or --nemesis-heal may run before it is killed and"
+        " reported (default 30)",
+    )
+    group.add_argument(
         "--report-dir",
         type=str,
         default="reports",
@@ -323,6 +363,7 @@ def parse(parsed: argparse.Namespace) -> SuiteOptions:
         == "yes",
         lag_interval=_lag_interval(getattr(parsed, "lag_interval", "2")),
         adopt_run=adopt_run,
+        **_nemesis(parsed),
     )
 
 
@@ -344,6 +385,34 @@ def _adopt_run(value: Any, run_id: str, parsed: argparse.Namespace) -> str:
             " before another had read what it held at the start"
         )
     return text
+
+
+def _nemesis(parsed: argparse.Namespace) -> dict[str, Any]:
+    try:
+        specs = tuple(parse_spec(str(getattr(parsed, "nemesis", "") or "")))
+    except NemesisSpecError as error:
+        raise UsageError(f"--nemesis: {error}") from None
+    command = str(getattr(parsed, "nemesis_command", "") or "").strip()
+    heal = str(getattr(parsed, "nemesis_heal", "") or "").strip()
+    commanded = any(spec.fault == "command" for spec in specs)
+    if commanded and not command:
+        raise UsageError("--nemesis: the 'command' fault needs --nemesis-command")
+    if command and not commanded:
+        raise UsageError(
+            "--nemesis-command: schedule it in --nemesis, e.g. --nemesis command:every=20s"
+        )
+    if heal and not command:
+        raise UsageError("--nemesis-heal without --nemesis-command")
+    seed_text = str(getattr(parsed, "nemesis_seed", "") or "").strip()
+    return {
+        "nemesis": specs,
+        "nemesis_seed": _number(seed_text, "nemesis-seed", int) if seed_text else None,
+        "nemesis_command": command,
+        "nemesis_heal": heal,
+        "nemesis_timeout": _number(
+            getattr(parsed, "nemesis_timeout", 30), "nemesis-timeout", float, 0.1, 3600
+        ),
+    }
 
 
 def _optional_number(value: Any, name: str, low: float, high: float) -> float | None:

@@ -13,6 +13,7 @@ from locust.stats import StatsEntry
 from ..consistency import ConsistencyReport
 from ..load.adoption import Adoption
 from ..load.arrival import SCHEDULED, ArrivalCounts
+from ..nemesis.events import FaultEvent, summary_lines
 from ..record import RunRecord
 from .options import SuiteOptions
 from .thresholds import Threshold, operation_counts
@@ -81,6 +82,9 @@ class RunOutcome:
     notes: list[str] = field(default_factory=list)
     open_model: OpenModelFigures | None = None
     adoption: Adoption | None = None  # --adopt-run: the population it loaded
+    faults: list[FaultEvent] = field(default_factory=list)  # --nemesis: what it did
+    nemesis_seed: int | None = None
+    faults_path: Path | None = None
 
     @property
     def verdict(self) -> str:
@@ -122,8 +126,10 @@ class RunOutcome:
             *([self.open_model.line()] if self.open_model else []),
             *[f"load generator CPU: {line}" for line in self.generator],
             *[f"  {'ok  ' if t.passed else 'FAIL'} {t.line}" for t in self.thresholds],
+            *summary_lines(self.faults, self.nemesis_seed),
             *self.notes,
             f"run record: {self.record_path}",
+            *([f"faults: {self.faults_path}"] if self.faults_path else []),
         ]
         if self.consistency is not None:
             lines += ["", *self.consistency.console_lines(self.consistency_path, causes=False)]
@@ -157,6 +163,7 @@ class RunOutcome:
         ]
         if self.open_model is not None:
             rows.append({"item": "open model", "result": "", "detail": self.open_model.line()})
+        rows += fault_rows(self.faults)
         report = self.consistency
         if report is None:
             return rows
@@ -200,6 +207,19 @@ class RunOutcome:
                 }
             )
         return rows
+
+
+def fault_rows(events: list[FaultEvent]) -> list[dict[str, str]]:
+    """A row per fault: when, and how long the service took to answer 2xx again and the
+    projectors to catch up."""
+    return [
+        {
+            "item": f"fault {e.fault}",
+            "result": f"at {e.started_at:.1f}s" + ("" if e.healed else " FAILED"),
+            "detail": e.figures(),
+        }
+        for e in events
+    ]
 
 
 def _mutations(stats: Any, method: str) -> StatsEntry:

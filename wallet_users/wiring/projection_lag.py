@@ -146,11 +146,13 @@ class ProjectionLagSampler:
     query_ms: list[float] = field(default_factory=list)
     problem: str = ""
     interval: float = 0.0
+    reconnects: int = 0  # the database went away during the test and came back
     _greenlet: Any = None
 
     def start(self, dsn: str | None, schema: Schema, interval: float) -> None:
         self.stop()
         self.latest, self.query_ms, self.problem, self.interval = {}, [], "", interval
+        self.reconnects = 0
         if dsn and interval > 0:
             self._greenlet = gevent.spawn(self._run, dsn, schema, interval)
 
@@ -170,29 +172,43 @@ class ProjectionLagSampler:
             f"projection lag: {count} sample{'s' if count != 1 else ''} every {self.interval:g}s,"
             f" one query each ({statistics.median(self.query_ms):.1f} ms median,"
             f" {max(self.query_ms):.1f} ms max, as this process waited for it)"
+            + (f"; reconnected {self.reconnects} times" if self.reconnects else "")
         )
 
     def _run(self, dsn: str, schema: Schema, interval: float) -> None:
-        try:
-            conn = connect(dsn, timeout=5)
-        except CheckError as error:
-            self._give_up(str(error))
-            return
-        try:
-            conn.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
-            conn.execute("SET application_name = 'wallet suite lag sampling'")
-            conn.execute("SET default_transaction_read_only = on")
-            window = open_window(conn, schema)
-            while True:
-                started = time.perf_counter()
-                samples = sample(conn, schema, window)
-                self.query_ms.append((time.perf_counter() - started) * 1000)
-                self._log(samples, window)
-                gevent.sleep(max(0.0, interval - (time.perf_counter() - started)))
-        except psycopg.Error as error:
-            self._give_up(f"query failed: {str(error).strip().splitlines()[0]}")
-        finally:
-            conn.close()
+        """Sample until stopped. A database that goes away after the first sample (a fault of
+        the nemesis: a restart, dropped connections) is waited for and reconnected to; one
+        that never answered stops the sampling with the reason."""
+        window: Window | None = None
+        while True:
+            try:
+                conn = connect(dsn, timeout=5)
+            except CheckError as error:
+                if window is None:
+                    self._give_up(str(error))
+                    return
+                gevent.sleep(interval)
+                continue
+            try:
+                conn.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
+                conn.execute("SET application_name = 'wallet suite lag sampling'")
+                conn.execute("SET default_transaction_read_only = on")
+                window = window or open_window(conn, schema)
+                while True:
+                    started = time.perf_counter()
+                    samples = sample(conn, schema, window)
+                    self.query_ms.append((time.perf_counter() - started) * 1000)
+                    self._log(samples, window)
+                    gevent.sleep(max(0.0, interval - (time.perf_counter() - started)))
+            except psycopg.Error as error:
+                if window is None:
+                    self._give_up(f"query failed: {str(error).strip().splitlines()[0]}")
+                    return
+                self.reconnects += 1
+                log.info("projection lag sampling: the database went away, reconnecting")
+                gevent.sleep(interval)
+            finally:
+                conn.close()
 
     def _log(self, samples: list[ConsumerSample], window: Window) -> None:
         for s in samples:

@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import atexit
 import dataclasses
+import json
 import logging
+import random
 import sys
 import time
 from pathlib import Path
@@ -20,6 +22,10 @@ from ...consistency import CheckError, ConsistencyReport, Schema, not_checked, r
 from ...dsn import redact_dsn
 from ...load.adoption import Adoption, AdoptionError, resolve
 from ...load.arrival import ArrivalCounts
+from ...nemesis import PROCESS_FAULTS, Nemesis, NemesisPlan
+from ...nemesis.commands import CommandFailed, run_command
+from ...nemesis.faults import FaultContext
+from ...nemesis.recovery import BacklogReader
 from ...record import OK, RunRecord
 from ...record.history import FILE_NAME, RunHistory
 from ...record.ids import wallet_id
@@ -31,7 +37,7 @@ from ..options import SuiteOptions, UsageError
 from ..outcome import OpenModelFigures, RunOutcome, mutation_p95
 from ..projection_lag import ProjectionLagSampler
 from ..target import EmbeddedTarget, probe
-from ..thresholds import LoadFigures, judge
+from ..thresholds import LoadFigures, Threshold, judge
 from ..weights import apply_weights
 from .base import Role
 
@@ -55,7 +61,17 @@ class FrontRole(Role):
         self.outcome: RunOutcome | None = None
         self.adoption: Adoption | None = None  # this test's adopted population (--adopt-run)
         self.sampler = ProjectionLagSampler(environment.events.request.fire)
-        self.tab = ConsistencyTab(lag=lambda: self.sampler.latest, progress=self.progress)
+        self.nemesis = Nemesis(environment.events.request.fire, self._fault_on)
+        self._nemesis_plan: NemesisPlan | None = None
+        self._nemesis_dsn: str | None = None
+        self._nemesis_run_id = ""
+        self._nemesis_schema = ""
+        self._answer_clock_on = False
+        self.tab = ConsistencyTab(
+            lag=lambda: self.sampler.latest,
+            progress=self.progress,
+            faults=lambda: self.nemesis.events,
+        )
 
     # --- start-up ----------------------------------------------------------------------------
 
@@ -75,8 +91,10 @@ class FrontRole(Role):
         self._take_over_run_time()
         if environment.host:
             dsn = opts.pg_dsn  # before _use_external_host hides its password from the UI
+            self._check_nemesis_target(opts, embedded=False)
             self._use_external_host(opts)
         else:
+            self._check_nemesis_target(opts, embedded=True)
             self._start_embedded_target(opts)
             dsn = self.target.dsn if self.target else None
         if opts.adopt_run:
@@ -84,6 +102,35 @@ class FrontRole(Role):
                 self.adoption = adoption_of(opts, dsn)
             except AdoptionError as error:
                 exit_with_usage_error(str(error))
+        if opts.nemesis_command:
+            self._try_nemesis_command(opts)
+
+    def _check_nemesis_target(self, opts: SuiteOptions, embedded: bool) -> None:
+        """The built-in faults act on the embedded target's processes (drop-connections only on
+        its database): say so before anything starts."""
+        problem = nemesis_target_problem(opts, embedded, self.environment.host or "")
+        if problem:
+            exit_with_usage_error(problem)
+
+    def _try_nemesis_command(self, opts: SuiteOptions) -> None:
+        """Run the command fault and its heal once before any load, so a command that fails or
+        hangs is one line and exit 2 now instead of a broken run; the service must answer again
+        within the timeout."""
+        try:
+            run_command(opts.nemesis_command, opts.nemesis_timeout, "--nemesis-command")
+            if opts.nemesis_heal:
+                run_command(opts.nemesis_heal, opts.nemesis_timeout, "--nemesis-heal")
+        except CommandFailed as error:
+            exit_with_usage_error(f"before the load: {error}")
+        deadline = time.monotonic() + opts.nemesis_timeout
+        while (problem := probe(self.environment.host, timeout=2)) is not None:
+            if time.monotonic() > deadline:
+                exit_with_usage_error(
+                    f"before the load: after --nemesis-command and its heal, {self.environment.host}"
+                    f" did not answer within {opts.nemesis_timeout:g}s: {problem}"
+                )
+            time.sleep(0.2)
+        log.info("wallet suite: --nemesis-command and its heal work: the service answers again")
 
     def _use_external_host(self, opts: SuiteOptions) -> None:
         environment = self.environment
@@ -140,11 +187,41 @@ class FrontRole(Role):
         )
 
     def load_began(self) -> None:
-        """Seeding is done and the users load: from now on the run time counts."""
+        """Seeding is done and the users load: from now on the run time counts, and the
+        nemesis's schedule."""
         self.load_started = time.time()
         if self.load_time is not None and self._time_limit is None:
             log.info("seeding done: %gs of load (--run-time) from now", self.load_time)
             self._time_limit = gevent.spawn_later(self.load_time, self._time_is_up)
+        plan = self._nemesis_plan
+        if plan is not None:
+            if not self._answer_clock_on:  # the load's own 2xx answers time the recovery
+                self.environment.events.request.add_listener(self.nemesis.clock.on_request)
+                self._answer_clock_on = True
+            schema = Schema.with_overrides(self._nemesis_schema)
+            backlog = BacklogReader(self._nemesis_dsn, schema) if self._nemesis_dsn else None
+            probe_url = f"{(self.environment.host or '').rstrip('/')}/wallets/"
+            probe_url += wallet_id(self._nemesis_run_id, 0)
+            self.nemesis.start(plan, self.load_started, probe_url, backlog)
+            log.info("nemesis: %d kinds of fault from now (seed %d)", len(plan.specs), plan.seed)
+
+    def _fault_on(self, on: bool) -> None:
+        """Tell this process's users a fault is on (or over): read-your-writes waits count
+        from its end."""
+        run = getattr(self.environment, "wallet_suite_run", None)
+        if run is not None:
+            run.faults.begin() if on else run.faults.end()
+
+    def heal_faults(self) -> None:
+        """No more faults; heal the one injected now, before in-doubt operations are re-sent
+        and the check settles."""
+        plan = self._nemesis_plan
+        if plan is None:
+            return
+        problem = self.nemesis.heal(timeout=2 * plan.context.command_timeout + 60)
+        if problem:
+            log.error("nemesis: %s", problem)
+            self.notes.append(f"nemesis: {problem}")
 
     def _time_is_up(self) -> None:
         log.info("--run-time limit reached (%gs of load), shutting down", self.load_time)
@@ -183,10 +260,41 @@ class FrontRole(Role):
                 gevent.spawn(self.runner.stop)
                 return None
         plan.adoption = self.adoption
+        try:
+            self._plan_nemesis(opts, plan.embedded)
+        except UsageError as error:
+            log.error("wallet suite: %s", error)
+            gevent.spawn(self.runner.stop)
+            return None
         self.tab.started(plan)
         schema = Schema.with_overrides(opts.schema_overrides)
         self.sampler.start(opts.pg_dsn, schema, opts.lag_interval)
         return opts
+
+    def _plan_nemesis(self, opts: SuiteOptions, embedded: bool) -> None:
+        """This test's faults, or none; UsageError if they cannot act on this host."""
+        self._nemesis_plan, self._nemesis_dsn = None, opts.pg_dsn
+        self._nemesis_run_id = opts.run_id
+        if not opts.nemesis:
+            return
+        problem = nemesis_target_problem(opts, embedded, self.environment.host or "")
+        if problem:
+            raise UsageError(problem)
+        seed = opts.nemesis_seed if opts.nemesis_seed is not None else opts.seed
+        if seed is None:
+            seed = random.randrange(1_000_000)
+        self._nemesis_plan = NemesisPlan(
+            specs=opts.nemesis,
+            seed=seed,
+            context=FaultContext(
+                target=self.target if embedded else None,
+                dsn=opts.pg_dsn,
+                command=opts.nemesis_command,
+                heal_command=opts.nemesis_heal,
+                command_timeout=opts.nemesis_timeout,
+            ),
+        )
+        self._nemesis_schema = opts.schema_overrides
 
     def form_problem(self, form: Any) -> str | None:
         """Why the web UI's start form cannot start a test, in one line; None if it can. Checked
@@ -203,12 +311,14 @@ class FrontRole(Role):
         except UsageError as error:
             return str(error)
         host = str(form.get("host", self.environment.host or "")).strip().rstrip("/")
+        embedded = self.target is not None and host in ("", self.target.url)
         if opts.adopt_run:
-            on_target = self.target is not None and host in ("", self.target.url)
             try:
-                adoption_of(opts, self.target.dsn if on_target else opts.pg_dsn)
+                adoption_of(opts, self.target.dsn if embedded else opts.pg_dsn)
             except AdoptionError as error:
                 return str(error)
+        if problem := nemesis_target_problem(opts, embedded, host):
+            return problem
         if not host:
             return None if self.target else "the host field is empty: name the service to load"
         if self.target is not None and host == self.target.url:
@@ -273,6 +383,7 @@ class FrontRole(Role):
 
     def test_stopping(self) -> None:
         self.tab.stopping()
+        self.heal_faults()
 
     def stop_sampling(self) -> None:
         """The load has stopped: no more lag samples; what they cost goes into the notes."""
@@ -335,9 +446,13 @@ class FrontRole(Role):
         saved = _save("the run record", outcome.record_path, record.save)
         if history:
             saved &= _save("the run's history", report_dir / FILE_NAME, history.save)
+        if self._nemesis_plan is not None:
+            self.heal_faults()  # whoever stopped the test: nothing stays broken for the check
         outcome.consistency, outcome.check_failed = check(record, options, history)
         if self.adoption is not None:
             outcome.consistency.adoption = self.adoption.to_dict()
+        if self._nemesis_plan is not None:
+            self._record_faults(outcome, report_dir)
         outcome.consistency_path = Path(
             options.consistency_report or report_dir / "consistency.json"
         )
@@ -346,6 +461,26 @@ class FrontRole(Role):
         self.outcome = outcome
         self.tab.finished(outcome)
         return outcome
+
+    def _record_faults(self, outcome: RunOutcome, report_dir: Path) -> None:
+        """The faults with their recovery figures: into the outcome, the consistency report,
+        faults.json and a threshold that fails when one could not be injected or healed."""
+        events = self.nemesis.close(wait=10)
+        outcome.faults, outcome.nemesis_seed = events, self._nemesis_plan.seed
+        failed = [e for e in events if not e.healed]
+        line = f"faults: {len(events)} injected, {len(events) - len(failed)} over before the check"
+        if failed:
+            line += f"; {failed[0].error}"
+        if self.nemesis.stopped_early:
+            outcome.notes.append(f"nemesis: {self.nemesis.stopped_early}")
+        outcome.thresholds.append(Threshold("faults", not failed, line))
+        rows = [e.to_dict() for e in events]
+        if outcome.consistency is not None:
+            outcome.consistency.faults = rows
+        path = report_dir / "faults.json"
+        document = {"seed": self._nemesis_plan.seed, "faults": rows}
+        _save("the faults", path, lambda p: p.write_text(json.dumps(document, indent=1)))
+        outcome.faults_path = path
 
     # --- the end -------------------------------------------------------------------------------
 
@@ -362,6 +497,7 @@ class FrontRole(Role):
             # the test, so the verdict would come after the code it should have set
             self.runner.stop()
         self.sampler.stop()
+        self.heal_faults()
         if self.outcome is None:
             return
         if self.environment.process_exit_code in (None, 0):
@@ -398,6 +534,26 @@ def _save(what: str, path: Path, save: Any) -> bool:
             file=sys.stderr,
         )
         return False
+
+
+def nemesis_target_problem(opts: SuiteOptions, embedded: bool, host: str) -> str | None:
+    """Why these faults cannot act on this target, in one line; None if they can."""
+    if not opts.nemesis:
+        return None
+    names = [spec.fault for spec in opts.nemesis]
+    process = [name for name in names if name in PROCESS_FAULTS]
+    if process and not embedded:
+        return (
+            f"--nemesis: {process[0]} acts on the embedded target's processes, not on {host}:"
+            " for your own service use command:every=... with --nemesis-command and --nemesis-heal"
+        )
+    if process and not all(hasattr(EmbeddedTarget, a) for a in ("kill_service", "pause_postgres")):
+        return (
+            f"--nemesis: {process[0]}: this version of the embedded target has no fault actuators"
+        )
+    if "drop-connections" in names and not embedded and not opts.pg_dsn:
+        return "--nemesis: drop-connections needs the target's database: give --pg-dsn"
+    return None
 
 
 def staleness_p95(stats: Any) -> dict[str, float | None]:

@@ -28,6 +28,7 @@ from ..weights import apply_weights
 log = logging.getLogger("wallet_suite")
 
 RESOLVE_SECONDS = 15.0  # bounded: a worker's master waits for the record that follows
+RESOLVE_CONCURRENCY = 10
 
 
 class LoadGenerator:
@@ -185,13 +186,31 @@ class LoadGenerator:
                 again,
             )
             return
-        resolved, left = resolve_in_doubt(
-            self._client(run.options),
-            run.in_doubt,
-            run.record,
-            pause=gevent.sleep,
-            deadline_s=RESOLVE_SECONDS,
-        )
+        # Several at once: after faults hundreds may be in doubt, and one by one they would
+        # outlast the deadline. Each greenlet re-sends its own share of the keys.
+        client = self._client(run.options, concurrency=RESOLVE_CONCURRENCY)
+        keys = list(run.in_doubt)
+        shares = [
+            {key: run.in_doubt[key] for key in keys[i::RESOLVE_CONCURRENCY]}
+            for i in range(min(RESOLVE_CONCURRENCY, len(keys)))
+        ]
+        jobs = [
+            gevent.spawn(
+                resolve_in_doubt,
+                client,
+                share,
+                run.record,
+                pause=gevent.sleep,
+                deadline_s=RESOLVE_SECONDS,
+            )
+            for share in shares
+        ]
+        gevent.joinall(jobs)
+        run.in_doubt.clear()
+        for share in shares:
+            run.in_doubt.update(share)  # what is still in doubt
+        resolved = sum(job.value[0] for job in jobs if job.successful())
+        left = len(run.in_doubt)
         log.info(
             "re-sent in-doubt operations with their keys: %d resolved, %d still in doubt",
             resolved,
