@@ -173,8 +173,8 @@ def test_the_summary_counts_the_faults_and_gives_each_its_recovery() -> None:
     lines = summary_lines(events, 7)
     assert lines[0] == "faults: 2 injected (kill-service x1, command x1; nemesis seed 7); 1 FAILED"
     assert lines[1] == (
-        "  fault kill-service at 2.1s, over after 1.3s; first 2xx 0.2s after;"
-        " backlogs back to 4/3 events 1.5s after"
+        "  fault kill-service at 2.1s, over after 1.3s; first 2xx 0.2s after its end (1.5s after it began);"
+        " backlogs back to 4/3 events 1.5s after its end"
     )
     assert lines[2] == (
         "  fault command at 6.0s, over after 2.0s; its heal failed: timed out; first 2xx not seen"
@@ -217,7 +217,8 @@ def test_the_consistency_tab_shows_the_plan_then_a_row_per_fault_with_its_recove
     tab.finished(done)
     (row,) = [r for r in tab.rows() if r["item"] == "fault pause-postgres"]
     assert row["detail"] == (
-        "at 30.2s, over after 3.1s; first 2xx 0.1s after; backlogs back to 1/0 events 2.5s after"
+        "at 30.2s, over after 3.1s; first 2xx 0.1s after its end (3.2s after it began);"
+        " backlogs back to 1/0 events 2.5s after its end"
     )
     assert "faults: 1 injected (pause-postgres x1; nemesis seed 4); all over before the check" in (
         done.summary_lines()

@@ -28,24 +28,32 @@ class FaultEvent:
         return {k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(self).items()}
 
     def figures(self) -> str:
-        """Its times, in a few words: 'at 4.1s, healed after 0.8s; 2xx again 0.1s after; ...'."""
+        """Its times, in a few words: 'at 4.1s, over after 0.8s; first 2xx 0.1s after its end (0.9s after it began); ...'."""
         parts = [f"at {self.started_at:.1f}s"]
         if self.healed_at is not None:
             parts[0] += f", over after {self.healed_at - self.started_at:.1f}s"
         if self.error:
             parts.append(self.error)
-        parts.append("first 2xx " + _after(self.answered_after, self.measured))
+        if self.answered_after is not None and self.healed_at is not None:
+            # from its start too: what a client saw of it, heal included
+            outage = self.healed_at - self.started_at + self.answered_after
+            parts.append(
+                f"first 2xx {self.answered_after:.1f}s after its end ({outage:.1f}s after it began)"
+            )
+        else:
+            parts.append("first 2xx " + _after(self.answered_after, self.measured))
         if self.backlog_before is not None:
             before = "/".join(str(n) for _, n in sorted(self.backlog_before.items()))
             parts.append(
-                f"backlogs back to {before} events " + _after(self.caught_up_after, self.measured)
+                f"backlogs back to {before} events "
+                + _after(self.caught_up_after, self.measured, " its end")
             )
         return "; ".join(parts)
 
 
-def _after(seconds: float | None, measured: bool) -> str:
+def _after(seconds: float | None, measured: bool, what: str = "") -> str:
     if seconds is not None:
-        return f"{seconds:.1f}s after"
+        return f"{seconds:.1f}s after{what}"
     return "not seen" if measured else "not measured yet"
 
 
