@@ -16,8 +16,12 @@ $(VENV)/.installed: requirements.txt
 run: install
 	$(BIN)/locust --config conf/ci.conf
 
+# Two test processes (pytest-xdist), a file each at a time: most tests wait on Locust runs,
+# servers and drains rather than compute, so two share the two cores well.
+TEST_PROCESSES ?= 2
+
 test: install lint browser
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadfile
 
 # The browser tests drive Debian's chromium (Playwright's own browser download is not used).
 # Installed when missing where it can be (root with apt-get); elsewhere the tests skip with one

@@ -12,7 +12,10 @@ import psycopg
 from psycopg import conninfo, sql
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_STATE_DIR = PROJECT_ROOT / ".state"
+STATE_DIR_ENV = "REFERENCE_WALLET_STATE_DIR"
+# the embedded server's data, its logs: .state/ in the project unless the environment names
+# another folder (the tests give each parallel test process its own)
+DEFAULT_STATE_DIR = Path(os.environ.get(STATE_DIR_ENV) or PROJECT_ROOT / ".state")
 DSN_ENV = "REFERENCE_WALLET_PG_DSN"
 DATABASE = "wallex"
 SCHEMA_SQL = Path(__file__).with_name("schema.sql")

@@ -4,7 +4,9 @@ the contract's schema applied, and the reference service started as subprocesses
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
+import os
 import tempfile
 import uuid
 import warnings
@@ -15,6 +17,14 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 from psycopg import sql
+
+# Parallel test processes (pytest-xdist, `make test`) each get their own embedded target's state
+# folder, so one test's nemesis restarting PostgreSQL never hits another's run. Set before any
+# test module reads DEFAULT_STATE_DIR; inherited by every subprocess the tests start. Short and
+# under /tmp: the server's unix socket lives in it (paths of at most about 100 bytes).
+if worker := os.environ.get("PYTEST_XDIST_WORKER"):
+    checkout = hashlib.sha1(str(Path(__file__).resolve().parent).encode()).hexdigest()[:8]
+    os.environ.setdefault("REFERENCE_WALLET_STATE_DIR", f"/tmp/wsuite-{checkout}-{worker}")
 
 from reference_wallet.launcher import ReferenceWalletProcess
 from reference_wallet.postgres import apply_schema
