@@ -25,6 +25,12 @@ from psycopg import sql
 if worker := os.environ.get("PYTEST_XDIST_WORKER"):
     checkout = hashlib.sha1(str(Path(__file__).resolve().parent).encode()).hexdigest()[:8]
     os.environ.setdefault("REFERENCE_WALLET_STATE_DIR", f"/tmp/wsuite-{checkout}-{worker}")
+    # xdist talks to its workers over a thread that gevent's monkey patching (done by importing
+    # locust) would break: import locust unpatched here, and only here; the Locust processes the
+    # tests start patch as usual.
+    os.environ["LOCUST_SKIP_MONKEY_PATCH"] = "1"
+    import locust  # noqa: F401
+    del os.environ["LOCUST_SKIP_MONKEY_PATCH"]
 
 from reference_wallet.launcher import ReferenceWalletProcess
 from reference_wallet.postgres import apply_schema
