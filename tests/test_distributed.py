@@ -39,6 +39,9 @@ REPORTED = re.compile(
     r"\(shard (\d+) of (\d+)\) reported: (\d+)/(\d+) wallets created; "
     r"operations (\d+) ok, (\d+) rejected, (\d+) indeterminate"
 )
+RECORD_PARTS = re.compile(
+    r"\(shard (\d+) of \d+\) reported: .*\((\d+) wallets in (\d+) record parts\)"
+)
 
 
 # --- processes -------------------------------------------------------------------------------------
@@ -74,14 +77,20 @@ class Processes:
     log_dir: Path
     started: list[Started] = field(default_factory=list)
 
-    def start(self, name: str, args: Sequence[str], netns: str | None = None) -> Started:
+    def start(
+        self,
+        name: str,
+        args: Sequence[str],
+        netns: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Started:
         prefix = ["ip", "netns", "exec", netns] if netns else []
         log_path = self.log_dir / f"{name}.log"
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
                 [*prefix, *args],
                 cwd=PROJECT_ROOT,
-                env=locust_env(),
+                env={**locust_env(), **(env or {})},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -91,8 +100,10 @@ class Processes:
         self.started.append(started)
         return started
 
-    def locust(self, name: str, *args: str, netns: str | None = None) -> Started:
-        return self.start(name, locust_command(*args), netns)
+    def locust(
+        self, name: str, *args: str, netns: str | None = None, env: dict[str, str] | None = None
+    ) -> Started:
+        return self.start(name, locust_command(*args), netns, env)
 
     def close(self) -> None:
         for started in reversed(self.started):
@@ -339,8 +350,12 @@ def test_a_master_and_two_workers_on_loopback_check_once_over_disjoint_shards(
     master = processes.locust(
         "master", *master_args(port, service.url, service.dsn, report_dir, run_id)
     )
+    # each worker sends its record in parts of 3 wallets: many parts, every one of them needed
+    # for the merged record and the check below to come out whole
+    parts = {"WALLET_SUITE_RECORD_PART_WALLETS": "3"}
     workers = [
-        processes.locust(f"worker{i}", "--worker", "--master-port", str(port)) for i in (1, 2)
+        processes.locust(f"worker{i}", "--worker", "--master-port", str(port), env=parts)
+        for i in (1, 2)
     ]
     exit_code = master.wait(EXIT_TIMEOUT)
     for worker in workers:
@@ -354,6 +369,13 @@ def test_a_master_and_two_workers_on_loopback_check_once_over_disjoint_shards(
         run_id=run_id,
         explain=processes.explain(),
     )
+    reported = {
+        int(shard): (int(w), int(n)) for shard, w, n in RECORD_PARTS.findall(master.output())
+    }
+    assert sorted(reported) == [1, 2], processes.explain()
+    for wallets, count in reported.values():
+        assert wallets >= WALLETS // SHARDS + HOT_WALLETS, reported
+        assert count == -(-wallets // 3) and count >= 4, reported
 
 
 def test_processes_2_shards_and_checks_like_a_master_with_two_workers(
