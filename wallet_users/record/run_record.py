@@ -588,11 +588,19 @@ class RunRecord:
             yield {
                 "byteorder": sys.byteorder,
                 "ids": self._ids[start:stop],
-                "columns": {
-                    name: self._columns[name][start:stop].tobytes() for name, *_ in COLUMNS
-                },
+                "columns": self._part_columns(start, stop),
                 "extras": extras,
             }
+
+    def _part_columns(self, start: int, stop: int) -> dict[str, bytes]:
+        """Each column's rows as bytes, but for columns that hold only their default there
+        (no wallet adopted, nothing in doubt): most of them, at the end of a run."""
+        columns = {}
+        for name, _, default in COLUMNS:
+            rows = self._columns[name][start:stop]
+            if rows.count(default) != len(rows):
+                columns[name] = rows.tobytes()
+        return columns
 
     def absorb(self, part: dict[str, Any]) -> None:
         """Merge one message part's wallets into this record."""
@@ -602,7 +610,10 @@ class RunRecord:
     def _of_part(cls, part: dict[str, Any]) -> RunRecord:
         record = cls("")
         ids = list(part["ids"])
-        for name, code, _ in COLUMNS:
+        for name, code, default in COLUMNS:
+            if name not in part["columns"]:
+                record._columns[name] = array(code, [default]) * len(ids)
+                continue
             column = array(code)
             column.frombytes(part["columns"][name])
             if part.get("byteorder", sys.byteorder) != sys.byteorder:
