@@ -16,6 +16,7 @@ import sys
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 
 import psycopg
@@ -24,6 +25,14 @@ import pytest
 from tests.locust_support import PROJECT_ROOT, VERDICT, closed_port, locust_command, locust_env
 from tests.polling import wait_until
 from wallet_users.record import INDETERMINATE, OK, REJECTED, RunRecord
+from wallet_users.wiring.distributed import (
+    RECORD,
+    RECORD_PART,
+    Coordinator,
+    ShardPlan,
+    WorkerReport,
+    send_report,
+)
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -413,6 +422,37 @@ def test_processes_2_shards_and_checks_like_a_master_with_two_workers(
         run_id=run_id,
         explain=processes.explain(),
     )
+
+
+def _no_pause() -> None:
+    pass
+
+
+def test_a_record_missing_one_of_its_parts_is_not_taken_for_the_whole() -> None:
+    """The master merges a worker's parts only when every part it announced came: a record with
+    a part missing would check those wallets against too little; it counts as not reported
+    (its shard unverified) instead."""
+    record = RunRecord("run1")
+    for index in range(7):
+        record.wallet_created(f"w{index}", OK, Decimal(10))
+        record.operation("credit", OK, f"w{index}", Decimal(index + 1))
+    report = WorkerReport(record=record, created=7, planned=7)
+    for lose in (None, 1):
+        coordinator = Coordinator(shards={"worker": ShardPlan("run1")})
+        sent: list[tuple[str, dict]] = []
+        send_report(lambda kind, data, sent=sent: sent.append((kind, data)), report, _no_pause, 2)
+        assert [kind for kind, _ in sent] == [RECORD_PART] * 4 + [RECORD]
+        for number, (kind, data) in enumerate(sent):
+            if number == lose:
+                continue
+            if kind == RECORD_PART:
+                coordinator.record_part("worker", data)
+            else:
+                coordinator.received("worker", data)
+        if lose is None:
+            assert coordinator.reports["worker"].record == record
+        else:
+            assert "worker" not in coordinator.reports
 
 
 # --- a worker lost mid-run ------------------------------------------------------------------------------
