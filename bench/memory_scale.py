@@ -245,7 +245,7 @@ def send_through_zmq(report: Any) -> dict[str, Any]:
     from locust.rpc.protocol import Message
     from locust.rpc.zmqrpc import Client
 
-    from wallet_users.wiring.distributed import send_report
+    from wallet_users.wiring.distributed import pause_for_heartbeats, send_report
 
     watch = LoopWatch()
     gevent.sleep(1.0)
@@ -264,7 +264,7 @@ def send_through_zmq(report: Any) -> dict[str, Any]:
         send_report(
             lambda kind, data: client.send(Message(kind, data, "bench-worker")),
             report,
-            lambda: gevent.sleep(0),
+            pause_for_heartbeats,
         )
         sent = time.perf_counter()
         blocked = watch.stop()
@@ -398,7 +398,8 @@ from memory_scale import RUN_ID, build_record, initial_balances, wallet_ids  # n
 from memory_scale import LoopWatch  # noqa: E402
 
 from wallet_users.wiring.distributed import (  # noqa: E402
-    FINISH, PLAN, RECORD, RECORD_PART, Coordinator, WorkerReport, send_report,
+    FINISH, PLAN, RECORD, RECORD_PART, Coordinator, WorkerReport, pause_for_heartbeats,
+    send_report,
 )
 from wallet_users.wiring.options import AmountRange  # noqa: E402
 
@@ -461,7 +462,7 @@ def test_stop(environment, **_):
     if IS_WORKER:
         report = WorkerReport(record=RECORD_OF_RUN, created=WALLETS, planned=WALLETS)
         watch = LoopWatch()
-        parts = send_report(runner.send_message, report, lambda: gevent.sleep(0))
+        parts = send_report(runner.send_message, report, pause_for_heartbeats)
         sent = time.perf_counter() - started
         blocked = watch.stop()
         print(

@@ -569,13 +569,20 @@ class RunRecord:
         }
 
     @classmethod
-    def from_header(cls, data: dict[str, Any]) -> RunRecord:
-        return cls(
+    def from_header(cls, data: dict[str, Any], wallets: RunRecord | None = None) -> RunRecord:
+        """The record a message's header describes, with the wallets of its parts (assembled
+        by absorb; taken over, not copied)."""
+        record = cls(
             data["run_id"],
             data.get("creations_attempted", 0),
             data.get("operations", {}),
             set(data.get("unverified", [])),
         )
+        if wallets is not None:
+            record._ids, record._index = wallets._ids, wallets._index
+            record._columns, record._extras = wallets._columns, wallets._extras
+            record._bind()
+        return record
 
     def message_parts(self, size: int = PART_WALLETS) -> Iterator[dict[str, Any]]:
         """The wallets in parts of at most size rows: ids, each column's bytes, and the rows'
@@ -640,6 +647,13 @@ class RunRecord:
             self.operations[outcome] += other.operations[outcome]
         self.unverified |= other.unverified
         index, ids = self._index, self._ids
+        if not ids and len(other._index) == len(other._ids):  # into an empty record: a copy
+            self._ids = list(other._ids)
+            self._index = dict(other._index)  # copied as a table, not rebuilt key by key
+            self._columns = {name: other._columns[name][:] for name, _, _ in COLUMNS}
+            self._extras = {row: _copy_extra(extra) for row, extra in other._extras.items()}
+            self._bind()
+            return
         if index.keys().isdisjoint(other._ids):  # the usual case: another worker's shard
             shared = []
         else:

@@ -12,7 +12,16 @@ import gevent
 from ...load.run import SuiteRun, set_suite_run
 from ...usage import exit_with_usage_error
 from .. import options as suite_options
-from ..distributed import FINISH, HISTORY, PLAN, SEEDED, ShardPlan, WorkerReport, send_report
+from ..distributed import (
+    FINISH,
+    HISTORY,
+    PLAN,
+    SEEDED,
+    ShardPlan,
+    WorkerReport,
+    pause_for_heartbeats,
+    send_report,
+)
 from ..options import UsageError
 from ..weights import apply_weights
 from .base import Role
@@ -70,9 +79,9 @@ class WorkerRole(Role):
         if run is not None:
             for chunk in run.history.chunks():  # before the record: the master waits for that
                 self.runner.send_message(HISTORY, {"run_id": run.options.run_id, **chunk})
-                gevent.sleep(0)  # let the heartbeats out between chunks
+                pause_for_heartbeats()
             run.history.discard()
-            send_report(self._send, self._report(run), lambda: gevent.sleep(0))
+            send_report(self._send, self._report(run), pause_for_heartbeats)
 
     def _send(self, message_type: str, data: dict[str, Any]) -> None:
         self.runner.send_message(message_type, data)
