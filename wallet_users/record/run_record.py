@@ -611,10 +611,30 @@ class RunRecord:
 
     def absorb(self, part: dict[str, Any]) -> None:
         """Merge one message part's wallets into this record."""
-        self.merge(RunRecord._of_part(part))
+        self.merge(RunRecord.of_part(part))
 
     @classmethod
-    def _of_part(cls, part: dict[str, Any]) -> RunRecord:
+    def joined(cls, parts: list[RunRecord]) -> RunRecord:
+        """The wallets of all the parts (of_part) of one record, put back together: their rows
+        end to end and the index built once, since one record's parts share no wallet."""
+        record = cls("")
+        for name, *_ in COLUMNS:
+            column = record._columns[name]
+            for part in parts:
+                column.extend(part._columns[name])
+        for part in parts:
+            offset = len(record._ids)
+            record._extras.update((offset + row, x) for row, x in part._extras.items())
+            record._ids.extend(part._ids)
+        record._index = dict(zip(record._ids, range(len(record._ids)), strict=True))
+        if len(record._index) != len(record._ids):
+            raise ValueError("record parts: a wallet in two parts of one record")
+        record._bind()
+        return record
+
+    @classmethod
+    def of_part(cls, part: dict[str, Any]) -> RunRecord:
+        """One message part's wallets, unindexed: for merge or joined only."""
         record = cls("")
         ids = list(part["ids"])
         for name, code, default in COLUMNS:

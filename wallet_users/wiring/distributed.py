@@ -153,8 +153,8 @@ class Coordinator:
     reports: dict[str, WorkerReport] = field(default_factory=dict)
     seeded: set[str] = field(default_factory=set)  # workers whose shard is seeded
     history: RunHistory = field(default_factory=RunHistory)
-    # worker client id -> the wallets of its record parts so far, and how many parts
-    incoming: dict[str, tuple[RunRecord, int]] = field(default_factory=dict)
+    # worker client id -> the wallets of its record parts so far (RunRecord.of_part)
+    incoming: dict[str, list[RunRecord]] = field(default_factory=dict)
 
     def assign(self, runner: Any, options: SuiteOptions, run_id: str, shared_hot: bool) -> None:
         workers = sorted(
@@ -195,13 +195,12 @@ class Coordinator:
 
     def record_part(self, client_id: str, data: dict[str, Any]) -> None:
         if self._of_this_run(client_id, data):
-            wallets, parts = self.incoming.get(client_id) or (RunRecord(data["run_id"]), 0)
-            wallets.absorb(data)
-            self.incoming[client_id] = (wallets, parts + 1)
+            self.incoming.setdefault(client_id, []).append(RunRecord.of_part(data))
 
     def received(self, client_id: str, data: dict[str, Any]) -> None:
         shard = self.shards.get(client_id)
-        wallets, parts = self.incoming.pop(client_id, None) or (None, 0)
+        received_parts = self.incoming.pop(client_id, [])
+        parts = len(received_parts)
         if shard is None or data.get("record", {}).get("run_id") != shard.run_id:
             log.warning("ignoring a record from worker %s: not part of this run", client_id)
             return
@@ -214,7 +213,7 @@ class Coordinator:
                 data.get("parts", 0),
             )
             return
-        report = WorkerReport.from_message(data, wallets)
+        report = WorkerReport.from_message(data, RunRecord.joined(received_parts))
         self.reports[client_id] = report
         ops = report.record.operations
         log.info(
