@@ -355,3 +355,24 @@ def test_money_finer_than_a_cent_is_refused_not_rounded() -> None:
     with pytest.raises(ValueError, match="finer than a cent"):
         record.operation("credit", OK, "a", Decimal("0.001"))
     assert record.operations == {OK: 0, REJECTED: 0, INDETERMINATE: 0}
+
+
+def test_merging_a_record_that_shares_wallets_adds_their_operations_and_keeps_the_rest() -> None:
+    """Shared hot wallets: two workers book the same wallet; only one created it."""
+    first, second = RunRecord("r"), RunRecord("r")
+    first.wallet_created("a", OK, Decimal(100))
+    first.wallet_created("hot", OK, Decimal(500))
+    first.operation("credit", OK, "hot", Decimal(10))
+    second.wallet_created("hot", REJECTED, Decimal(999))  # a 409: the other worker made it
+    second.operation("debit", OK, "hot", Decimal(30))
+    second.replay("hot", matched=False)
+    second.wallet_created("c", OK, Decimal(7))
+    first.merge(through_parts(second, 1))
+    assert list(first.wallets) == ["a", "hot", "c"]
+    hot = first.wallets["hot"]
+    assert (hot.created, hot.initial_balance, hot.replays) == (OK, 500, 1)
+    assert hot.expected_balance() == (Decimal(480), Decimal(480))
+    assert hot.expected_entries() == (3, 3)
+    assert first.wallets["c"].expected_balance() == (Decimal(7), Decimal(7))
+    assert first.wallets["a"].expected_balance() == (Decimal(100), Decimal(100))
+    assert first.creations_attempted == 4 and first.operations[OK] == 2

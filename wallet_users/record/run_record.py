@@ -674,10 +674,21 @@ class RunRecord:
             self._extras = {row: _copy_extra(extra) for row, extra in other._extras.items()}
             self._bind()
             return
-        if index.keys().isdisjoint(other._ids):  # the usual case: another worker's shard
-            shared = []
-        else:
-            shared = [(n, index[w]) for n, w in enumerate(other._ids) if w in index]
+        # The usual case is another worker's shard, no wallet in common: index other's wallets
+        # in one update, and see from the count whether one was already there (then rebuild the
+        # overwritten index, which only --shared-hot-wallets makes happen, and go row by row).
+        before, start = len(index), len(ids)
+        index.update(zip(other._ids, range(start, start + len(other._ids)), strict=True))
+        if len(index) == before + len(other._ids):
+            for name, *_ in COLUMNS:
+                self._columns[name].extend(other._columns[name])
+            ids.extend(other._ids)
+            for n, extra in other._extras.items():
+                self._extras[start + n] = _copy_extra(extra)
+            return
+        index.clear()
+        index.update(zip(ids, range(len(ids)), strict=True))
+        shared = [(n, index[w]) for n, w in enumerate(other._ids) if w in index]
         start = len(ids)
         # the rows new to this record, as runs between the shared ones: copied slice by slice
         runs, begin = [], 0
