@@ -177,29 +177,108 @@ def _timed(function, *args) -> tuple[float, Any]:
     return time.perf_counter() - started, result
 
 
-def send_through_zmq(payload_message: Any) -> dict[str, Any]:
-    """One message from Locust's rpc Client (the worker's DEALER) to its Server (the master's
-    ROUTER) on loopback: wall time from send to the unserialised message, and its size."""
-    import gevent
-    from locust.rpc.zmqrpc import Client, Server
+class LoopWatch:
+    """A greenlet that wakes every millisecond and keeps the longest gap between two wake-ups:
+    how long the process's gevent loop was kept from running anything else (heartbeats
+    included)."""
+
+    def __init__(self) -> None:
+        import gevent
+
+        self.longest = 0.0
+        self.running = True
+        self.greenlet = gevent.spawn(self._watch)
+
+    def _watch(self) -> None:
+        import gevent
+
+        last = time.perf_counter()
+        while self.running:
+            gevent.sleep(0.001)
+            now = time.perf_counter()
+            self.longest = max(self.longest, now - last)
+            last = now
+
+    def stop(self) -> float:
+        self.running = False
+        self.greenlet.join()
+        return self.longest
+
+
+def receive_child() -> dict[str, Any]:
+    """The master's side in a process of its own: Locust's rpc Server (ROUTER) receives one
+    worker's record parts and report; prints its port first, then what it got."""
+    from locust.rpc.zmqrpc import Server
+
+    from wallet_users.wiring.distributed import RECORD, RECORD_PART
 
     server = Server("127.0.0.1", 0)
-    client = Client("127.0.0.1", server.port, "bench-worker")
+    print(json.dumps({"port": server.port}), flush=True)
+    parts = wallets = 0
+    started = None
     try:
-        started = time.perf_counter()
-        client.send(payload_message)  # serialises, then zmq.NOBLOCK: queued to zmq's IO thread
-        sent = time.perf_counter()
-        with gevent.Timeout(120):
-            address, message = server.recv_from_client()
-        received = time.perf_counter()
+        while True:
+            _, message = server.recv_from_client()
+            started = started or time.perf_counter()
+            if message.type == RECORD_PART:
+                parts += 1
+                wallets += len(message.data["ids"])
+            elif message.type == RECORD:
+                break
     finally:
-        client.close(linger=0)
         server.close(linger=0)
     return {
-        "send_s": sent - started,  # the worker's side: serialise and hand to zmq
-        "total_s": received - started,  # until the master holds the unserialised message
-        "address": address,
-        "wallets_received": len(message.data["record"]["wallets"]),
+        "parts_received": parts,
+        "wallets_received": wallets,
+        "parts_announced": message.data["parts"],
+        "receive_s": time.perf_counter() - started,
+    }
+
+
+def send_through_zmq(report: Any) -> dict[str, Any]:
+    """One worker's record, parts then report, from Locust's rpc Client (the worker's DEALER) in
+    this process to its Server (the master's ROUTER) in another, on loopback, as the suite's
+    worker sends it (pausing for its event loop after each part); meanwhile a LoopWatch says how
+    long this process's loop was blocked at most. Its baseline: the same watch over an idle
+    second."""
+    import gevent
+    from locust.rpc.protocol import Message
+    from locust.rpc.zmqrpc import Client
+
+    from wallet_users.wiring.distributed import pause_for_heartbeats, send_report
+
+    watch = LoopWatch()
+    gevent.sleep(1.0)
+    idle = watch.stop()
+    receiver = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), "receive-child"],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=PROJECT_ROOT,
+    )
+    port = json.loads(receiver.stdout.readline())["port"]
+    client = Client("127.0.0.1", port, "bench-worker")
+    try:
+        watch = LoopWatch()
+        started = time.perf_counter()
+        send_report(
+            lambda kind, data: client.send(Message(kind, data, "bench-worker")),
+            report,
+            pause_for_heartbeats,
+        )
+        sent = time.perf_counter()
+        blocked = watch.stop()
+        out, _ = receiver.communicate(timeout=300)
+    finally:
+        client.close(linger=0)
+        if receiver.poll() is None:
+            receiver.kill()
+            receiver.wait()
+    return {
+        "send_s": sent - started,  # the worker's side: build, serialise, hand to zmq
+        "loop_blocked_max_s": blocked,
+        "idle_loop_max_s": idle,
+        **json.loads(out.strip().splitlines()[-1]),
     }
 
 
@@ -208,7 +287,13 @@ def message_child(wallets: int, operations: int, repeats: int) -> dict[str, Any]
     from locust.rpc.protocol import Message
 
     from wallet_users.record import RunRecord
-    from wallet_users.wiring.distributed import RECORD, WorkerReport
+    from wallet_users.wiring.distributed import (
+        RECORD_PART,
+        Coordinator,
+        ShardPlan,
+        WorkerReport,
+        send_report,
+    )
 
     total = 2 * wallets
     balances = initial_balances(total)
@@ -227,27 +312,48 @@ def message_child(wallets: int, operations: int, repeats: int) -> dict[str, Any]
     del rows, baseline_bytes
     baseline_dicts = [dict.fromkeys(ids, (1, 2)) for ids in shards]
 
-    second = Message(RECORD, reports[1].to_message(), "w2").serialize()  # the other worker's
+    def packed_messages(report: WorkerReport, node: str) -> tuple[list[tuple[str, bytes]], float]:
+        """The messages as Locust serialises them, and the longest stretch between two pauses
+        (one part built and serialised)."""
+        packed: list[tuple[str, bytes]] = []
+        longest, last = 0.0, time.perf_counter()
+
+        def pause() -> None:
+            nonlocal longest, last
+            now = time.perf_counter()
+            longest, last = max(longest, now - last), now
+
+        send_report(
+            lambda kind, data: packed.append((node, Message(kind, data, node).serialize())),
+            report,
+            pause,
+        )
+        return packed, longest
+
+    second, _ = packed_messages(reports[1], "w2")  # the other worker's
     for _ in range(repeats):
         run: dict[str, Any] = {}
-        # the worker: build the message and serialise it as Locust does
-        run["to_message_s"], data = _timed(reports[0].to_message)
-        message = Message(RECORD, data, "bench-worker")
-        run["serialize_s"], packed = _timed(message.serialize)
-        run["message_bytes"] = len(packed)
-        run["zmq"] = send_through_zmq(message)
-        del data, message
-        # the master: two messages in, read, merged
-        packed_pair = [packed, second]
-        del packed
+        # the worker: build the parts and serialise them as Locust does
+        run["worker_s"], (packed, run["longest_part_s"]) = _timed(packed_messages, reports[0], "w1")
+        run["message_bytes"] = sum(len(m) for _, m in packed)
+        run["parts"] = len(packed) - 1
+        run["zmq"] = send_through_zmq(reports[0])
+        # the master: both workers' messages in, read and merged as Coordinator does
         gc.collect()
+        coordinator = Coordinator(
+            shards={"w1": ShardPlan(RUN_ID, 0, 2), "w2": ShardPlan(RUN_ID, 1, 2)}
+        )
         started = time.perf_counter()
-        incoming = [Message.unserialize(p).data for p in packed_pair]
+        incoming = [(node, Message.unserialize(m)) for node, m in packed + second]
         unserialized = time.perf_counter()
-        parsed = [WorkerReport.from_message(d) for d in incoming]
+        for node, message in incoming:
+            if message.type == RECORD_PART:
+                coordinator.record_part(node, message.data)
+            else:
+                coordinator.received(node, message.data)
         read = time.perf_counter()
         merged = RunRecord(RUN_ID)
-        for report in parsed:
+        for report in coordinator.reports.values():
             merged.merge(report.record)
         done = time.perf_counter()
         if len(merged.wallets) != total:
@@ -255,7 +361,7 @@ def message_child(wallets: int, operations: int, repeats: int) -> dict[str, Any]
         run["unserialize_s"] = unserialized - started
         run["from_message_s"] = read - unserialized
         run["merge_s"] = done - read
-        del incoming, parsed, merged, packed_pair
+        del incoming, coordinator, merged, packed
         gc.collect()
         started = time.perf_counter()
         merged_plain: dict[str, Any] = {}
@@ -274,8 +380,8 @@ def message_child(wallets: int, operations: int, repeats: int) -> dict[str, Any]
 
 LOCUST = Path(sys.executable).with_name("locust")
 RECORD_LOCUSTFILE = '''"""A Locust master and one worker exchanging the suite's record message as the suite does: the
-worker (its record built at import, before its runner exists) sends WorkerReport.to_message() at
-test_stop; the master waits for it with Coordinator.collect and writes what it got."""
+worker (its record built at import, before its runner exists) sends its parts and report with
+send_report at test_stop; the master waits for it with Coordinator.collect and writes what it got."""
 
 import json
 import os
@@ -289,8 +395,11 @@ from locust import User, constant, events, task
 sys.path[:0] = [os.environ["BENCH_PROJECT_ROOT"], os.environ["BENCH_DIR"]]
 from memory_scale import RUN_ID, build_record, initial_balances, wallet_ids  # noqa: E402
 
+from memory_scale import LoopWatch  # noqa: E402
+
 from wallet_users.wiring.distributed import (  # noqa: E402
-    FINISH, PLAN, RECORD, Coordinator, WorkerReport,
+    FINISH, PLAN, RECORD, RECORD_PART, Coordinator, WorkerReport, pause_for_heartbeats,
+    send_report,
 )
 from wallet_users.wiring.options import AmountRange  # noqa: E402
 
@@ -303,7 +412,8 @@ if IS_WORKER:
     )
 # what Coordinator needs of the options: a lost shard's wallets are re-planned (none here)
 OPTIONS = SimpleNamespace(
-    wallets=0, seed=1, hot_wallets=0, initial_balance=AmountRange(100, 5000)
+    wallets=0, seed=1, hot_wallets=0, initial_balance=AmountRange(100, 5000),
+    resolve_indeterminate=False,
 )
 coordinator = Coordinator()
 
@@ -326,6 +436,10 @@ def init(environment, **_):
         runner.register_message(
             RECORD, lambda environment, msg, **_: coordinator.received(msg.node_id, msg.data)
         )
+        runner.register_message(
+            RECORD_PART,
+            lambda environment, msg, **_: coordinator.record_part(msg.node_id, msg.data),
+        )
 
 
 @events.test_start.add_listener
@@ -347,8 +461,14 @@ def test_stop(environment, **_):
     started = time.perf_counter()
     if IS_WORKER:
         report = WorkerReport(record=RECORD_OF_RUN, created=WALLETS, planned=WALLETS)
-        runner.send_message(RECORD, report.to_message())
-        print(json.dumps({"worker_send_s": time.perf_counter() - started}), flush=True)
+        watch = LoopWatch()
+        parts = send_report(runner.send_message, report, pause_for_heartbeats)
+        sent = time.perf_counter() - started
+        blocked = watch.stop()
+        print(
+            json.dumps({"worker_send_s": sent, "worker_blocked_s": blocked, "parts": parts}),
+            flush=True,
+        )
         return
     merged, lost = coordinator.collect(runner, 30.0, gevent.sleep)
     result = {
@@ -548,52 +668,62 @@ def print_report(report: dict[str, Any], args: argparse.Namespace) -> None:
         size = runs[0]["message_bytes"]
         base = messages["baseline_bytes"]
         print(
-            f"  record message, {messages['wallets']:,} wallets: {size / 1e6:,.1f} MB"
-            f" ({size / messages['wallets']:,.0f} bytes/wallet); plain list msgpack"
-            f" {base / 1e6:,.1f} MB; ratio {size / base:.1f}x"
+            f"  record messages, {messages['wallets']:,} wallets: {size / 1e6:,.1f} MB in"
+            f" {runs[0]['parts']} parts and a report ({size / messages['wallets']:,.0f}"
+            f" bytes/wallet); plain list msgpack {base / 1e6:,.1f} MB; ratio {size / base:.1f}x"
         )
-        worker = _spread([r["to_message_s"] + r["serialize_s"] for r in runs])
+        worker = _spread([r["worker_s"] for r in runs])
+        longest = _spread([r["longest_part_s"] * 1000 for r in runs])
         print(
-            f"  worker: to_message + serialise {_trio(worker, '{:.2f}')} s"
-            f" (to_message {_spread([r['to_message_s'] for r in runs])[0]:.2f} s), its event loop"
-            f" blocked meanwhile; Locust marks a worker missing after about"
-            f" {HEARTBEAT_GRACE_SECONDS:.0f} s without heartbeats:"
-            f" {'PROBLEM' if worker[0] > HEARTBEAT_GRACE_SECONDS else 'ok'}"
+            f"  worker: build + serialise every part {_trio(worker, '{:.2f}')} s; the longest"
+            f" part {_trio(longest, '{:.0f}')} ms"
         )
-        zmq_total = _spread([r["zmq"]["total_s"] for r in runs])
+        blocked = _spread([r["zmq"]["loop_blocked_max_s"] * 1000 for r in runs])
+        idle = _spread([r["zmq"]["idle_loop_max_s"] * 1000 for r in runs])
+        mark = "ok" if blocked[2] < HEARTBEAT_GRACE_SECONDS * 1000 / 3 else "PROBLEM"
         print(
-            f"  through Locust's zmq Client -> Server on loopback: {_trio(zmq_total, '{:.2f}')} s"
-            " from send to the unserialised message"
+            f"  worker's event loop blocked at most {_trio(blocked, '{:.0f}')} ms while sending"
+            f" through Locust's zmq Client; the same watch idle: {_trio(idle, '{:.1f}')} ms;"
+            f" heartbeats every 1 s, missing after about {HEARTBEAT_GRACE_SECONDS:.0f} s: {mark}"
+        )
+        zmq_total = _spread([r["zmq"]["send_s"] for r in runs])
+        received = runs[0]["zmq"]
+        print(
+            f"  sent in {_trio(zmq_total, '{:.2f}')} s; the receiving process got"
+            f" {received['parts_received']} of {received['parts_announced']} parts,"
+            f" {received['wallets_received']:,} wallets"
         )
         merge = _spread([r["from_message_s"] + r["merge_s"] for r in runs])
         baseline = _spread([r["baseline_update_s"] for r in runs])
         mark = "met" if merge[0] < TARGET_MERGE_SECONDS else "MISSED"
         print(
-            f"  master: from_message + merge, 2 x {messages['wallets']:,}:"
-            f" {_trio(merge, '{:.2f}')} s (from_message"
+            f"  master: read the parts (Coordinator) + merge, 2 x {messages['wallets']:,}:"
+            f" {_trio(merge, '{:.2f}')} s (parts and reports"
             f" {_spread([r['from_message_s'] for r in runs])[0]:.2f}, merge"
             f" {_spread([r['merge_s'] for r in runs])[0]:.2f}); dict.update of the same size"
-            f" {baseline[0]:.3f} s; ratio {merge[0] / baseline[0]:,.0f}x"
+            f" {baseline[0]:.3f} s; ratio {merge[0] / baseline[0]:,.1f}x"
             f"   target < {TARGET_MERGE_SECONDS:g} s   {mark}"
         )
         print(
-            f"  master: unserialising the two messages (Locust, before the suite sees them)"
+            f"  master: unserialising both workers' messages (Locust, before the suite sees them)"
             f" {_trio(_spread([r['unserialize_s'] for r in runs]), '{:.2f}')} s;"
             f" the measuring process's RSS at the end {messages['peak_rss_bytes'] / 1e9:.1f} GB"
         )
     through = report.get("locust")
     if through:
+        whole = through["reported"] == 1 and through["merged_wallets"] == args.message_wallets
         fate = (
             "received and merged"
-            if not through["lost_shards"]
-            else "NOT received in time: its wallets would be unverified"
+            if whole
+            else "NOT received whole in time: its wallets would be unverified"
         )
         print(
             f"  real locust --master + --worker, {args.message_wallets:,} wallets: the record was"
             f" {fate} ({through['merged_wallets']:,} wallets) after {through['collect_s']:.1f} s"
-            f" of the master's collect (waits up to 30 s); worker's send call"
-            f" {through.get('worker_send_s', float('nan')):.1f} s; worker marked missing for"
-            f" lack of heartbeats: {'YES' if through['worker_marked_missing'] else 'no'}"
+            f" of the master's collect (waits up to 30 s); the worker sent {through.get('parts', 0)}"
+            f" parts in {through.get('worker_send_s', float('nan')):.1f} s, its loop blocked at"
+            f" most {through.get('worker_blocked_s', float('nan')) * 1000:.0f} ms; worker marked"
+            f" missing for lack of heartbeats: {'YES' if through['worker_marked_missing'] else 'no'}"
         )
     loads = report["load_average"]
     if loads:
@@ -612,6 +742,7 @@ def main(argv: list[str] | None = None) -> int:
     memory_parser.add_argument("--traced", action="store_true")
     message_parser = sub.add_parser("message-child", help="the message measurements (internal)")
     message_parser.add_argument("--repeats", type=int, default=3)
+    sub.add_parser("receive-child", help="the receiving end of the messages (internal)")
     for p in (parser, memory_parser, message_parser):
         p.add_argument("--wallets", type=int, default=1_000_000, help="default 1,000,000")
         p.add_argument("--operations", type=int, default=3, help="per wallet (default 3)")
@@ -626,6 +757,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "memory-child":
         print(json.dumps(memory_child(args.structure, args.wallets, args.operations, args.traced)))
+        return 0
+    if args.command == "receive-child":
+        print(json.dumps(receive_child()))
         return 0
     if args.command == "message-child":
         print(json.dumps(message_child(args.wallets, args.operations, args.repeats)))

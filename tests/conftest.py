@@ -30,6 +30,7 @@ if worker := os.environ.get("PYTEST_XDIST_WORKER"):
     # tests start patch as usual.
     os.environ["LOCUST_SKIP_MONKEY_PATCH"] = "1"
     import locust  # noqa: F401
+
     del os.environ["LOCUST_SKIP_MONKEY_PATCH"]
 
 from reference_wallet.launcher import ReferenceWalletProcess

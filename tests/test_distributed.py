@@ -16,6 +16,7 @@ import sys
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 
 import psycopg
@@ -24,6 +25,14 @@ import pytest
 from tests.locust_support import PROJECT_ROOT, VERDICT, closed_port, locust_command, locust_env
 from tests.polling import wait_until
 from wallet_users.record import INDETERMINATE, OK, REJECTED, RunRecord
+from wallet_users.wiring.distributed import (
+    RECORD,
+    RECORD_PART,
+    Coordinator,
+    ShardPlan,
+    WorkerReport,
+    send_report,
+)
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -38,6 +47,9 @@ SEEDING = re.compile(r"seeding (\d+) wallets \(shard (\d+) of (\d+)\)")
 REPORTED = re.compile(
     r"\(shard (\d+) of (\d+)\) reported: (\d+)/(\d+) wallets created; "
     r"operations (\d+) ok, (\d+) rejected, (\d+) indeterminate"
+)
+RECORD_PARTS = re.compile(
+    r"\(shard (\d+) of \d+\) reported: .*\((\d+) wallets in (\d+) record parts\)"
 )
 
 
@@ -74,14 +86,20 @@ class Processes:
     log_dir: Path
     started: list[Started] = field(default_factory=list)
 
-    def start(self, name: str, args: Sequence[str], netns: str | None = None) -> Started:
+    def start(
+        self,
+        name: str,
+        args: Sequence[str],
+        netns: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Started:
         prefix = ["ip", "netns", "exec", netns] if netns else []
         log_path = self.log_dir / f"{name}.log"
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
                 [*prefix, *args],
                 cwd=PROJECT_ROOT,
-                env=locust_env(),
+                env={**locust_env(), **(env or {})},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -91,8 +109,10 @@ class Processes:
         self.started.append(started)
         return started
 
-    def locust(self, name: str, *args: str, netns: str | None = None) -> Started:
-        return self.start(name, locust_command(*args), netns)
+    def locust(
+        self, name: str, *args: str, netns: str | None = None, env: dict[str, str] | None = None
+    ) -> Started:
+        return self.start(name, locust_command(*args), netns, env)
 
     def close(self) -> None:
         for started in reversed(self.started):
@@ -339,8 +359,12 @@ def test_a_master_and_two_workers_on_loopback_check_once_over_disjoint_shards(
     master = processes.locust(
         "master", *master_args(port, service.url, service.dsn, report_dir, run_id)
     )
+    # each worker sends its record in parts of 3 wallets: many parts, every one of them needed
+    # for the merged record and the check below to come out whole
+    parts = {"WALLET_SUITE_RECORD_PART_WALLETS": "3"}
     workers = [
-        processes.locust(f"worker{i}", "--worker", "--master-port", str(port)) for i in (1, 2)
+        processes.locust(f"worker{i}", "--worker", "--master-port", str(port), env=parts)
+        for i in (1, 2)
     ]
     exit_code = master.wait(EXIT_TIMEOUT)
     for worker in workers:
@@ -354,6 +378,13 @@ def test_a_master_and_two_workers_on_loopback_check_once_over_disjoint_shards(
         run_id=run_id,
         explain=processes.explain(),
     )
+    reported = {
+        int(shard): (int(w), int(n)) for shard, w, n in RECORD_PARTS.findall(master.output())
+    }
+    assert sorted(reported) == [1, 2], processes.explain()
+    for wallets, count in reported.values():
+        assert wallets >= WALLETS // SHARDS + HOT_WALLETS, reported
+        assert count == -(-wallets // 3) and count >= 4, reported
 
 
 def test_processes_2_shards_and_checks_like_a_master_with_two_workers(
@@ -391,6 +422,37 @@ def test_processes_2_shards_and_checks_like_a_master_with_two_workers(
         run_id=run_id,
         explain=processes.explain(),
     )
+
+
+def _no_pause() -> None:
+    pass
+
+
+def test_a_record_missing_one_of_its_parts_is_not_taken_for_the_whole() -> None:
+    """The master merges a worker's parts only when every part it announced came: a record with
+    a part missing would check those wallets against too little; it counts as not reported
+    (its shard unverified) instead."""
+    record = RunRecord("run1")
+    for index in range(7):
+        record.wallet_created(f"w{index}", OK, Decimal(10))
+        record.operation("credit", OK, f"w{index}", Decimal(index + 1))
+    report = WorkerReport(record=record, created=7, planned=7)
+    for lose in (None, 1):
+        coordinator = Coordinator(shards={"worker": ShardPlan("run1")})
+        sent: list[tuple[str, dict]] = []
+        send_report(lambda kind, data, sent=sent: sent.append((kind, data)), report, _no_pause, 2)
+        assert [kind for kind, _ in sent] == [RECORD_PART] * 4 + [RECORD]
+        for number, (kind, data) in enumerate(sent):
+            if number == lose:
+                continue
+            if kind == RECORD_PART:
+                coordinator.record_part("worker", data)
+            else:
+                coordinator.received("worker", data)
+        if lose is None:
+            assert coordinator.reports["worker"].record == record
+        else:
+            assert "worker" not in coordinator.reports
 
 
 # --- a worker lost mid-run ------------------------------------------------------------------------------

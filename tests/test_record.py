@@ -8,6 +8,8 @@ import json
 from decimal import Decimal
 from pathlib import Path
 
+import msgpack
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -307,3 +309,108 @@ def test_an_adopted_baseline_survives_the_saved_record_and_a_workers_merge(tmp_p
         12,
         11,
     )
+
+
+# --- the compact form: message parts, adopted wallets ------------------------------------------
+
+
+def through_parts(record: RunRecord, size: int) -> RunRecord:
+    """As a worker sends its record and the master reads it: the totals, then the wallets in
+    parts of `size`, each through msgpack as Locust's messages carry them."""
+    wallets = RunRecord(record.run_id)
+    for part in record.message_parts(size):
+        wallets.absorb(msgpack.loads(msgpack.dumps(part), raw=False, strict_map_key=False))
+    whole = RunRecord.from_header(json.loads(json.dumps(record.header())))
+    whole.merge(wallets)
+    return whole
+
+
+@settings(max_examples=150, deadline=None)
+@given(histories(), st.integers(1, 5), st.sets(wallet_ids))
+def test_a_record_sent_in_parts_of_any_size_is_read_back_whole(
+    history: list[tuple], size: int, unverified
+) -> None:
+    record = record_of(history)
+    record.unverified = set(unverified)
+    again = through_parts(record, size)
+    assert again == record
+    assert again.to_dict() == record.to_dict()
+    assert len(list(record.message_parts(size))) == -(-len(record.wallets) // size)
+
+
+@settings(max_examples=150, deadline=None)
+@given(histories(), st.integers(1, 5))
+def test_merging_records_read_from_parts_equals_merging_the_records(
+    history: list[tuple], size: int
+) -> None:
+    from_parts, from_wholes = RunRecord("run"), RunRecord("run")
+    for process in (0, 1):
+        from_parts.merge(through_parts(record_of(history, process), size))
+        from_wholes.merge(record_of(history, process))
+    assert from_parts == from_wholes == record_of(history)
+
+
+def test_an_adopted_wallet_starts_from_its_balance_version_and_entries(tmp_path: Path) -> None:
+    record = RunRecord("r")
+    record.wallet_adopted("a", Decimal(700), 12, 9)
+    record.operation("credit", OK, "a", Decimal(50))
+    record.operation("debit", INDETERMINATE, "a", Decimal(20))
+    a = record.wallets["a"]
+    assert (a.created, a.initial_balance, a.base_version, a.base_entries) == (OK, 700, 12, 9)
+    assert a.expected_balance() == (Decimal(730), Decimal(750))
+    assert a.expected_entries() == (10, 11)  # the 9 it had, one credit, maybe one debit
+    assert record.creations_attempted == 0  # nothing was created
+    record.wallet_created("b", OK, Decimal(5))
+    assert (record.wallets["b"].base_version, record.wallets["b"].base_entries) == (-1, -1)
+    # kept by saving, by parts and by merging into a record that only saw the wallet's operations
+    record.save(tmp_path / "run-record.json")
+    assert RunRecord.load(tmp_path / "run-record.json") == record
+    assert through_parts(record, 1) == record
+    other = RunRecord("r")
+    other.operation("credit", OK, "a", Decimal(1))
+    other.tally("a").created = REJECTED  # a worker that did not adopt it
+    other.merge(record)
+    assert other.wallets["a"].expected_entries() == (11, 12)
+    assert other.wallets["a"].base_version == 12
+
+
+def test_the_saved_record_is_readable_json_with_money_as_decimal_strings(tmp_path: Path) -> None:
+    record = RunRecord("r1")
+    record.wallet_created("a", OK, Decimal(100))
+    record.operation("credit", OK, "a", Decimal("12.50"))
+    record.operation_sent("debit", "a", Decimal(3))
+    path = tmp_path / "run-record.json"
+    record.save(path)
+    saved = json.loads(path.read_text())["wallets"]["a"]
+    assert saved["created"] == OK and saved["initial_balance"] == "100"
+    assert saved["ok_sum"] == {"credit": "12.50"} and saved["ok_count"] == {"credit": 1}
+    assert saved["maybe_sum"] == {"debit": "3"} and saved["maybe_count"] == {"debit": 1}
+    assert "base_entries" not in saved  # only adopted wallets carry their starting point
+
+
+def test_money_finer_than_a_cent_is_refused_not_rounded() -> None:
+    record = RunRecord("r1")
+    with pytest.raises(ValueError, match="finer than a cent"):
+        record.operation("credit", OK, "a", Decimal("0.001"))
+    assert record.operations == {OK: 0, REJECTED: 0, INDETERMINATE: 0}
+
+
+def test_merging_a_record_that_shares_wallets_adds_their_operations_and_keeps_the_rest() -> None:
+    """Shared hot wallets: two workers book the same wallet; only one created it."""
+    first, second = RunRecord("r"), RunRecord("r")
+    first.wallet_created("a", OK, Decimal(100))
+    first.wallet_created("hot", OK, Decimal(500))
+    first.operation("credit", OK, "hot", Decimal(10))
+    second.wallet_created("hot", REJECTED, Decimal(999))  # a 409: the other worker made it
+    second.operation("debit", OK, "hot", Decimal(30))
+    second.replay("hot", matched=False)
+    second.wallet_created("c", OK, Decimal(7))
+    first.merge(through_parts(second, 1))
+    assert list(first.wallets) == ["a", "hot", "c"]
+    hot = first.wallets["hot"]
+    assert (hot.created, hot.initial_balance, hot.replays) == (OK, 500, 1)
+    assert hot.expected_balance() == (Decimal(480), Decimal(480))
+    assert hot.expected_entries() == (3, 3)
+    assert first.wallets["c"].expected_balance() == (Decimal(7), Decimal(7))
+    assert first.wallets["a"].expected_balance() == (Decimal(100), Decimal(100))
+    assert first.creations_attempted == 4 and first.operations[OK] == 2

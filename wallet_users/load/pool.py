@@ -6,14 +6,21 @@ acknowledged answer replaces the balance with the server's snapshot (newest vers
 definite refusal releases the reservation; an indeterminate outcome (timeout, 5xx) may or may not
 have applied, for good, so its amount is kept off the spendable balance (a debit) or added to the
 upper bound (a credit). Nothing here does I/O.
+
+Money is kept in integer cents, one array row per wallet, and the rarely non-zero amounts (in
+flight, uncertain) only for the wallets that have them: a million wallets cost about 100 bytes
+each. `wallet()` reads a wallet's row as a PooledWallet.
 """
 
 from __future__ import annotations
 
 import random
+from array import array
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
+
+from ..money import cents, money
 
 ZERO = Decimal(0)
 
@@ -29,28 +36,49 @@ def to_money(value: object) -> Decimal:
     return Decimal(str(value))
 
 
-@dataclass
 class PooledWallet:
-    wallet_id: str
-    balance: Decimal  # from the newest snapshot seen
-    version: int = -1
-    reserved: Decimal = ZERO  # debits in flight
-    uncertain_debits: Decimal = ZERO  # indeterminate debits: maybe applied, maybe later
-    uncertain_credits: Decimal = ZERO
+    """One wallet of the pool as it stands (a view: it reads the pool's row when asked)."""
+
+    __slots__ = ("_pool", "_row", "wallet_id")
+
+    def __init__(self, pool: WalletPool, row: int, wallet_id: str) -> None:
+        self._pool, self._row, self.wallet_id = pool, row, wallet_id
+
+    @property
+    def balance(self) -> Decimal:  # from the newest snapshot seen
+        return money(self._pool._balance[self._row])
+
+    @property
+    def version(self) -> int:
+        return self._pool._version[self._row]
+
+    @property
+    def reserved(self) -> Decimal:  # debits in flight
+        return money(self._pool._reserved.get(self._row, 0))
+
+    @property
+    def uncertain_debits(self) -> Decimal:  # indeterminate debits: maybe applied, maybe later
+        return money(self._pool._uncertain_debits.get(self._row, 0))
+
+    @property
+    def uncertain_credits(self) -> Decimal:
+        return money(self._pool._uncertain_credits.get(self._row, 0))
+
+    @property
+    def spendable(self) -> Decimal:
+        return money(self._pool._spendable(self._row))
 
     # An indeterminate debit stays subtracted for good, even once a newer snapshot already shows
     # it applied, so balance - uncertain_debits can fall below zero; no balance can: clamp.
     @property
-    def spendable(self) -> Decimal:
-        return max(ZERO, self.balance - self.reserved - self.uncertain_debits)
-
-    @property
     def low(self) -> Decimal:
-        return max(ZERO, self.balance - self.uncertain_debits)
+        pool, row = self._pool, self._row
+        return money(max(0, pool._balance[row] - pool._uncertain_debits.get(row, 0)))
 
     @property
     def high(self) -> Decimal:
-        return self.balance + self.uncertain_credits
+        pool, row = self._pool, self._row
+        return money(pool._balance[row] + pool._uncertain_credits.get(row, 0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,29 +89,46 @@ class Reservation:
     amount: Decimal
 
 
-@dataclass
 class WalletPool:
     """The wallets of one process, shared by all its users (greenlets never preempt each other
     between a pick and its reservation, so no lock is needed)."""
 
-    rng: random.Random = field(default_factory=random.Random)
-    sample_tries: int = 8
-    _wallets: dict[str, PooledWallet] = field(default_factory=dict)
-    _ids: list[str] = field(default_factory=list)
+    def __init__(self, rng: random.Random | None = None, sample_tries: int = 8) -> None:
+        self.rng = rng if rng is not None else random.Random()
+        self.sample_tries = sample_tries
+        self._ids: list[str] = []
+        self._rows: dict[str, int] = {}
+        self._balance = array("q")  # cents, from the newest snapshot seen
+        self._version = array("q")
+        # cents, only for the wallets where they are not zero
+        self._reserved: dict[int, int] = {}
+        self._uncertain_debits: dict[int, int] = {}
+        self._uncertain_credits: dict[int, int] = {}
 
     def add(self, wallet_id: str, balance: Decimal, version: int = -1) -> None:
-        if wallet_id not in self._wallets:
+        """A wallet joins the pool; a balance that is no money amount (NaN, finer than a cent:
+        the service's fault, which the check reports) counts as nothing to spend."""
+        amount = _readable_cents(balance)
+        row = self._rows.get(wallet_id)
+        if row is None:
+            self._rows[wallet_id] = len(self._ids)
             self._ids.append(wallet_id)
-        self._wallets[wallet_id] = PooledWallet(wallet_id, to_money(balance), version)
+            self._balance.append(0 if amount is None else amount)
+            self._version.append(version)
+            return
+        self._balance[row] = 0 if amount is None else amount
+        self._version[row] = version
+        for amounts in (self._reserved, self._uncertain_debits, self._uncertain_credits):
+            amounts.pop(row, None)
 
     def __len__(self) -> int:
         return len(self._ids)
 
     def __contains__(self, wallet_id: str) -> bool:
-        return wallet_id in self._wallets
+        return wallet_id in self._rows
 
     def wallet(self, wallet_id: str) -> PooledWallet:
-        return self._wallets[wallet_id]
+        return PooledWallet(self, self._rows[wallet_id], wallet_id)
 
     def ids(self) -> list[str]:
         return list(self._ids)
@@ -101,11 +146,18 @@ class WalletPool:
             if other != wallet_id:
                 return other
 
+    def _spendable(self, row: int) -> int:
+        spendable = (
+            self._balance[row] - self._reserved.get(row, 0) - self._uncertain_debits.get(row, 0)
+        )
+        return spendable if spendable > 0 else 0
+
     def reserve(self, amount: Decimal, wallet_id: str | None = None) -> Reservation | None:
         """Set amount aside on a wallet whose spendable balance covers it: wallet_id if given,
         else one of a few sampled at random (cheap: no scan). None if none covers it."""
         amount = to_money(amount)
-        if amount <= 0:
+        wanted = cents(amount)
+        if wanted <= 0:
             raise ValueError(f"amount must be positive, not {amount}")
         if wallet_id is not None:
             candidates: Iterable[str] = (wallet_id,)
@@ -113,17 +165,19 @@ class WalletPool:
             # drawn lazily: the first candidate usually covers the amount
             ids, choice = self._ids, self.rng.choice
             candidates = (choice(ids) for _ in range(self.sample_tries)) if ids else ()
+        rows, reserved = self._rows, self._reserved
         for candidate in candidates:
-            wallet = self._wallets[candidate]
-            if wallet.spendable >= amount:
-                wallet.reserved += amount
+            row = rows[candidate]
+            if self._spendable(row) >= wanted:
+                reserved[row] = reserved.get(row, 0) + wanted
                 return Reservation(candidate, amount)
         return None
 
     def reserve_unchecked(self, wallet_id: str, amount: Decimal) -> Reservation:
         """Set amount aside even if it is not covered: for users that mean to provoke refusals."""
         amount = to_money(amount)
-        self._wallets[wallet_id].reserved += amount
+        row = self._rows[wallet_id]
+        self._reserved[row] = self._reserved.get(row, 0) + cents(amount)
         return Reservation(wallet_id, amount)
 
     def acknowledged(self, reservation: Reservation | None, snapshots: list[dict]) -> None:
@@ -140,26 +194,44 @@ class WalletPool:
 
     def indeterminate_debit(self, reservation: Reservation) -> None:
         """A debit whose fate is unknown: its amount stays off the spendable balance for good."""
-        self._release(reservation)
-        self._wallets[reservation.wallet_id].uncertain_debits += reservation.amount
+        row = self._release(reservation)
+        debits = self._uncertain_debits
+        debits[row] = debits.get(row, 0) + cents(reservation.amount)
 
     def indeterminate_credit(self, wallet_id: str, amount: Decimal) -> None:
-        self._wallets[wallet_id].uncertain_credits += to_money(amount)
+        row = self._rows[wallet_id]
+        credits = self._uncertain_credits
+        credits[row] = credits.get(row, 0) + cents(amount)
 
     def observe(self, snapshot: dict) -> None:
         """Take a wallet snapshot from a response if it is newer than what we know."""
-        wallet = self._wallets.get(snapshot.get("id"))
-        if wallet is None:
+        row = self._rows.get(snapshot.get("id"))
+        if row is None:
             return
         version = snapshot.get("version")
-        if isinstance(version, int) and version <= wallet.version:
+        if isinstance(version, int) and version <= self._version[row]:
             return  # an older answer overtaken by a newer one
-        wallet.balance = to_money(snapshot["balance"])
+        balance = _readable_cents(snapshot.get("balance"))
+        if balance is None:
+            return  # no money amount: keep what is known (the check reports the service's fault)
+        self._balance[row] = balance
         if isinstance(version, int):
-            wallet.version = version
+            self._version[row] = version
 
-    def _release(self, reservation: Reservation) -> None:
-        wallet = self._wallets[reservation.wallet_id]
-        wallet.reserved -= reservation.amount
-        if wallet.reserved < 0:  # a bookkeeping bug, never a server fault
+    def _release(self, reservation: Reservation) -> int:
+        row = self._rows[reservation.wallet_id]
+        left = self._reserved.get(row, 0) - cents(reservation.amount)
+        if left < 0:  # a bookkeeping bug, never a server fault
             raise AssertionError(f"{reservation.wallet_id}: released more than was reserved")
+        if left:
+            self._reserved[row] = left
+        else:
+            del self._reserved[row]
+        return row
+
+
+def _readable_cents(value: object) -> int | None:
+    try:
+        return cents(value)
+    except (ValueError, ArithmeticError):
+        return None

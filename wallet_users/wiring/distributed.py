@@ -9,23 +9,30 @@ Messages (Locust custom messages):
   starts when every worker's has (the time limit is the load's).
 - `wallet_suite:history` worker -> master, at the worker's test_stop, before its record: its
   acknowledged snapshots in chunks of 1 MB (AckHistory.chunks), kept as one segment per worker.
-- `wallet_suite:record` worker -> master, at the worker's test_stop: its run record and figures.
+- `wallet_suite:record_part` worker -> master, at the worker's test_stop, before its record: its
+  run record's wallets in parts (RunRecord.message_parts), the worker yielding to its event loop
+  between parts so that its heartbeats keep going however many wallets it has.
+- `wallet_suite:record` worker -> master, last: the record's totals, the worker's figures and how
+  many parts came before; the master merges the parts it got only when they are all there.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+import gevent
 from locust.runners import STATE_MISSING
 
 from ..load.arrival import ArrivalCounts
 from ..load.seeding import WalletPlan, plan_wallets
 from ..record import INDETERMINATE, OK, REJECTED, RunRecord
 from ..record.history import RunHistory
+from ..record.run_record import PART_WALLETS
 from .options import SuiteOptions
 
 log = logging.getLogger(__name__)
@@ -35,6 +42,9 @@ FINISH = "wallet_suite:finish"
 RECORD = "wallet_suite:record"
 SEEDED = "wallet_suite:seeded"
 HISTORY = "wallet_suite:history"
+RECORD_PART = "wallet_suite:record_part"
+# wallets per record part; the environment variable exists for tests that want many parts
+PART_WALLETS_VARIABLE = "WALLET_SUITE_RECORD_PART_WALLETS"
 
 
 @dataclass(frozen=True)
@@ -85,15 +95,56 @@ class WorkerReport:
     cpu_peak: float = 0.0
     arrival: ArrivalCounts = field(default_factory=ArrivalCounts)
 
-    def to_message(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["record"] = self.record.to_dict()
+    def to_message(self, parts: int) -> dict[str, Any]:
+        """Everything but the record's wallets, which went ahead in `parts` parts."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["arrival"] = asdict(self.arrival)
+        data["record"] = self.record.header()
+        data["parts"] = parts
         return data
 
+    def message_parts(self, size: int) -> Iterator[dict[str, Any]]:
+        run_id = self.record.run_id
+        for number, part in enumerate(self.record.message_parts(size)):
+            yield {"run_id": run_id, "part": number, **part}
+
     @classmethod
-    def from_message(cls, data: dict[str, Any]) -> WorkerReport:
+    def from_message(cls, data: dict[str, Any], wallets: RunRecord | None = None) -> WorkerReport:
+        """The report, its record's totals from data and its wallets from the parts received
+        (assembled into one record with RunRecord.absorb)."""
+        record = RunRecord.from_header(data["record"], wallets)
         arrival = ArrivalCounts(**data.get("arrival", {}))
-        return cls(**{**data, "record": RunRecord.from_dict(data["record"]), "arrival": arrival})
+        values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+        return cls(**{**values, "record": record, "arrival": arrival})
+
+
+def pause_for_heartbeats() -> None:
+    """A turn of the worker's event loop, timers included (Locust's heartbeat is a timer). Not
+    sleep(0): bench/memory_scale.py found a 1-ms timer that did not fire until all 25 parts of a
+    500,000-wallet record were sent with sleep(0) between them."""
+    gevent.sleep(0.001)
+
+
+def part_wallets() -> int:
+    value = os.environ.get(PART_WALLETS_VARIABLE, "")
+    return int(value) if value.isdigit() and int(value) > 0 else PART_WALLETS
+
+
+def send_report(
+    send: Callable[[str, dict[str, Any]], None],
+    report: WorkerReport,
+    pause: Callable[[], None],
+    size: int | None = None,
+) -> int:
+    """The worker's side: the record's parts, a pause (a yield to the event loop) after each,
+    then the report itself. Returns the number of parts."""
+    parts = 0
+    for part in report.message_parts(size or part_wallets()):
+        send(RECORD_PART, part)
+        parts += 1
+        pause()
+    send(RECORD, report.to_message(parts))
+    return parts
 
 
 @dataclass
@@ -105,6 +156,8 @@ class Coordinator:
     reports: dict[str, WorkerReport] = field(default_factory=dict)
     seeded: set[str] = field(default_factory=set)  # workers whose shard is seeded
     history: RunHistory = field(default_factory=RunHistory)
+    # worker client id -> the wallets of its record parts so far (RunRecord.of_part)
+    incoming: dict[str, list[RunRecord]] = field(default_factory=dict)
 
     def assign(self, runner: Any, options: SuiteOptions, run_id: str, shared_hot: bool) -> None:
         workers = sorted(
@@ -116,6 +169,7 @@ class Coordinator:
         self.reports = {}
         self.seeded = set()
         self.history = RunHistory()
+        self.incoming = {}
         for index, node in enumerate(workers):
             shard = ShardPlan(
                 run_id,
@@ -147,17 +201,32 @@ class Coordinator:
         if self._of_this_run(client_id, data):
             self.history.receive(client_id, data)
 
+    def record_part(self, client_id: str, data: dict[str, Any]) -> None:
+        if self._of_this_run(client_id, data):
+            self.incoming.setdefault(client_id, []).append(RunRecord.of_part(data))
+
     def received(self, client_id: str, data: dict[str, Any]) -> None:
         shard = self.shards.get(client_id)
-        report = WorkerReport.from_message(data)
-        if shard is None or report.record.run_id != shard.run_id:
+        received_parts = self.incoming.pop(client_id, [])
+        parts = len(received_parts)
+        if shard is None or data.get("record", {}).get("run_id") != shard.run_id:
             log.warning("ignoring a record from worker %s: not part of this run", client_id)
             return
+        if parts != data.get("parts", 0):
+            log.warning(
+                "worker %s (%s) sent %d of the %d parts of its record: its wallets are unverified",
+                client_id,
+                _shard_name(shard),
+                parts,
+                data.get("parts", 0),
+            )
+            return
+        report = WorkerReport.from_message(data, RunRecord.joined(received_parts))
         self.reports[client_id] = report
         ops = report.record.operations
         log.info(
             "worker %s (%s) reported: %d/%d wallets created; operations %d ok, %d rejected,"
-            " %d indeterminate",
+            " %d indeterminate (%d wallets in %d record parts)",
             client_id,
             _shard_name(shard),
             report.created,
@@ -165,6 +234,8 @@ class Coordinator:
             ops[OK],
             ops[REJECTED],
             ops[INDETERMINATE],
+            len(report.record.wallets),
+            parts,
         )
 
     def collect(

@@ -9,7 +9,15 @@ from typing import Any
 import gevent
 
 from ...load.run import set_suite_run
-from ..distributed import FINISH, HISTORY, RECORD, SEEDED, Coordinator, WorkerReport
+from ..distributed import (
+    FINISH,
+    HISTORY,
+    RECORD,
+    RECORD_PART,
+    SEEDED,
+    Coordinator,
+    WorkerReport,
+)
 from ..options import SuiteOptions
 from .front import FrontRole
 
@@ -27,10 +35,14 @@ class MasterRole(FrontRole):
         self.runner.register_message(RECORD, self._on_record)
         self.runner.register_message(SEEDED, self._on_seeded)
         self.runner.register_message(HISTORY, self._on_history)
+        self.runner.register_message(RECORD_PART, self._on_record_part)
         super().init()
 
     def _on_record(self, environment: Any, msg: Any, **_: Any) -> None:
         self.coordinator.received(msg.node_id, msg.data)
+
+    def _on_record_part(self, environment: Any, msg: Any, **_: Any) -> None:
+        self.coordinator.record_part(msg.node_id, msg.data)
 
     def _on_seeded(self, environment: Any, msg: Any, **_: Any) -> None:
         self.coordinator.shard_seeded(msg.node_id, msg.data)

@@ -12,7 +12,16 @@ import gevent
 from ...load.run import SuiteRun, set_suite_run
 from ...usage import exit_with_usage_error
 from .. import options as suite_options
-from ..distributed import FINISH, HISTORY, PLAN, RECORD, SEEDED, ShardPlan, WorkerReport
+from ..distributed import (
+    FINISH,
+    HISTORY,
+    PLAN,
+    SEEDED,
+    ShardPlan,
+    WorkerReport,
+    pause_for_heartbeats,
+    send_report,
+)
 from ..options import UsageError
 from ..weights import apply_weights
 from .base import Role
@@ -70,8 +79,12 @@ class WorkerRole(Role):
         if run is not None:
             for chunk in run.history.chunks():  # before the record: the master waits for that
                 self.runner.send_message(HISTORY, {"run_id": run.options.run_id, **chunk})
+                pause_for_heartbeats()
             run.history.discard()
-            self.runner.send_message(RECORD, self._report(run).to_message())
+            send_report(self._send, self._report(run), pause_for_heartbeats)
+
+    def _send(self, message_type: str, data: dict[str, Any]) -> None:
+        self.runner.send_message(message_type, data)
 
     def _report(self, run: SuiteRun) -> WorkerReport:
         result = run.seeding.get("wallets")
