@@ -15,7 +15,8 @@ import psycopg
 from ..dsn import redact_dsn
 from ..record import INDETERMINATE, RunRecord
 from ..record.history import RunHistory
-from .checker import check_consistency, needs_detail, wallets_in_scope
+from .checker import check_consistency, detail_wallets, find_violations, wallets_in_scope
+from .facts import Facts
 from .reading import (
     CheckError,
     connect,
@@ -83,16 +84,17 @@ def run_check(
                     log.warning(
                         "projectors did not drain within %.0fs: %s", settle_timeout, backlog
                     )
-            facts = read_facts(
-                conn,
-                schema,
-                wallet_ids,
-                history=history,
-                needs_detail=lambda found: needs_detail(record, found),
-            )
+            found: list = []
+
+            def needs_detail(read: Facts) -> list[str]:
+                # the violations, found once: the report is made from the same list
+                found[:] = find_violations(record, read, schema, wallet_ids)
+                return detail_wallets(record, read, found)
+
+            facts = read_facts(conn, schema, wallet_ids, history=history, needs_detail=needs_detail)
         except psycopg.Error as error:
             raise CheckError(f"query failed: {str(error).strip().splitlines()[0]}") from None
-    report = check_consistency(record, facts, schema, target)
+    report = check_consistency(record, facts, schema, target, found=found)
     report.settle = settle
     report.seconds = time.monotonic() - started
     return report

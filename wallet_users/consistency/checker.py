@@ -22,14 +22,22 @@ ZERO = Decimal(0)
 
 
 def check_consistency(
-    record: RunRecord, facts: Facts, schema: Schema | None = None, target: str = ""
+    record: RunRecord,
+    facts: Facts,
+    schema: Schema | None = None,
+    target: str = "",
+    *,
+    found: list[Violation] | None = None,
 ) -> ConsistencyReport:
+    """`found`: find_violations of the same record and facts, when the caller has them already
+    (run_check does, from choosing the wallets to read in detail): not found twice."""
     schema = schema or Schema()
     report = ConsistencyReport(status=VALID, run_id=record.run_id, target=target)
     wallets = wallets_in_scope(record)
     report.unverified_wallets = sorted(record.unverified & set(wallets))
     _note_skipped(report, facts)
-    found = find_violations(record, facts, schema, wallets)
+    if found is None:
+        found = find_violations(record, facts, schema, wallets)
     for violation in found:
         report.violations.setdefault(violation.kind, []).append(violation)
     report.causes = attribute_causes(record, facts, found)
@@ -42,6 +50,8 @@ def check_consistency(
             "p95": lag.p95_ms,
             "p99": lag.p99_ms,
             "max": lag.max_ms,
+            # the percentiles' relative bound, where they come from a histogram
+            **({"percentile_error": lag.relative_error} if lag.relative_error else {}),
         }
         for consumer, lag in (facts.lag or {}).items()
     }
@@ -54,7 +64,12 @@ def needs_detail(record: RunRecord, facts: Facts) -> list[str]:
     """The wallets whose rows the causes and first divergences need: every wallet a violation
     names, in id order. Called by the SQL side between its two reads, so it reads no more than
     the broken wallets' rows."""
-    named = {v.wallet_id for v in find_violations(record, facts, Schema()) if v.wallet_id}
+    return detail_wallets(record, facts, find_violations(record, facts, Schema()))
+
+
+def detail_wallets(record: RunRecord, facts: Facts, found: list[Violation]) -> list[str]:
+    """needs_detail's choice from violations already found."""
+    named = {v.wallet_id for v in found if v.wallet_id}
     for _, _, _, wallet_ids in facts.transfer_imbalances or []:
         named.update(wallet_ids.split(" "))
     return sorted(named & set(record.wallets))
@@ -528,6 +543,7 @@ def _note_skipped(report: ConsistencyReport, facts: Facts) -> None:
         missing = [facts.tables_missing[t] for t in tables if t in facts.tables_missing]
         if missing:
             report.skipped[check] = "; ".join(missing)
+    report.proved_by_constraint = dict(facts.proved_by_constraint)
 
 
 def _quoted(dotted: str) -> str:
