@@ -76,14 +76,23 @@ def detail_wallets(record: RunRecord, facts: Facts, found: list[Violation]) -> l
 
 
 def find_violations(
-    record: RunRecord, facts: Facts, schema: Schema, wallets: list[str] | None = None
+    record: RunRecord,
+    facts: Facts,
+    schema: Schema,
+    wallets: list[str] | None = None,
+    *,
+    shortcut: bool = True,
 ) -> list[Violation]:
-    """Every violation of the run, per wallet in id order, then the run-wide ones."""
+    """Every violation of the run, per wallet in id order, then the run-wide ones. `shortcut`:
+    wallets plainly_consistent vouches for are not taken through each check (the same result,
+    faster when nearly every wallet is consistent)."""
     found: list[Violation] = []
     wallets = wallets_in_scope(record) if wallets is None else wallets
     for wallet_id in wallets:
         tally = record.wallets[wallet_id]
         write = facts.write_side.get(wallet_id) if facts.write_side is not None else None
+        if shortcut and plainly_consistent(record, facts, wallet_id, tally, write):
+            continue
         if facts.write_side is not None and write is None:
             if tally.created == OK:
                 # worst is the wallet that took the most money with it
@@ -157,6 +166,57 @@ def find_violations(
     found += check_duplicates(facts, schema)
     found += check_conservation(record, wallets, facts, schema)
     return found
+
+
+def plainly_consistent(record: RunRecord, facts: Facts, wallet_id: str, tally, write) -> bool:
+    """True only where each per-wallet check of find_violations would find nothing: every table
+    read, every figure equal to the write side's balance and inside what the run expects. False
+    is no verdict: the wallet then goes through the checks themselves."""
+    if write is None or write.version is None or write.balance < 0:
+        return False
+    if (
+        wallet_id in record.unverified
+        or tally.replay_mismatches
+        or any(tally.reads_unseen.values())
+    ):
+        return False
+    balance = write.balance
+    if facts.read_model is not None and facts.read_model.get(wallet_id) != balance:
+        return False
+    fewest, most = tally.expected_entries()
+    if facts.ledger is not None:
+        ledger = facts.ledger.get(wallet_id)
+        if (
+            ledger is None
+            or ledger.ambiguous_order
+            or ledger.chain_breaks
+            or ledger.arithmetic_breaks
+            or ledger.first_before != 0
+            or ledger.lowest is None
+            or ledger.lowest < 0
+            or ledger.last_after != balance
+            or ledger.signed_sum != balance
+            or not fewest <= ledger.entries <= most
+        ):
+            return False
+    if facts.snapshots is not None:
+        snapshots = facts.snapshots.get(wallet_id)
+        if snapshots is not None and snapshots.mismatched:
+            return False
+    if facts.outbox is not None:
+        outbox = facts.outbox.get(wallet_id)
+        if (
+            outbox is None
+            or outbox.max_version is None
+            or outbox.max_version > write.version
+            or outbox.distinct_versions < write.version + 1
+            or write.version > most
+            or any(outbox.unprocessed.values())
+            or any(outbox.processed_twice.values())
+        ):
+            return False
+    low, high = tally.expected_balance()
+    return low <= balance <= high
 
 
 def wallets_in_scope(record: RunRecord) -> list[str]:
