@@ -219,22 +219,26 @@ def wait_for_drain(
     *,
     sleep: Callable[[float], None] = time.sleep,
     log_every: float = 2.0,
+    confirm: Callable[[], dict[str, int]] | None = None,
 ) -> tuple[bool, float, dict[str, int]]:
     """Poll the backlog until both consumers have processed every event of the run, or timeout.
     Returns (drained, seconds waited, last backlog).
 
     Empty twice, QUIET_SECONDS apart: a command the stop cut short may still be committing its
     events (an empty backlog read just before they land would let the check see them
-    unprocessed and report a false alarm)."""
+    unprocessed and report a false alarm). `confirm`, if given, is the second read instead of
+    a poll: the facts' own read, whose outbox pass counts the same backlog (one poll less);
+    when it returns an empty backlog the wait ends right after it."""
     started = time.monotonic()
     last_log = started
     empty_since: float | None = None
     packed = PackedArray.of_text(wallet_ids)
     while True:
-        pending = backlog(conn, schema, packed)
+        quiet = empty_since is not None and time.monotonic() - empty_since >= QUIET_SECONDS
+        pending = confirm() if quiet and confirm else backlog(conn, schema, packed)
         waited = time.monotonic() - started
         if not any(pending.values()):
-            if empty_since is not None and time.monotonic() - empty_since >= QUIET_SECONDS:
+            if quiet:
                 return True, waited, pending
             if empty_since is None:
                 empty_since = time.monotonic()
