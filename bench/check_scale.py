@@ -342,7 +342,8 @@ def per_query(
                 reading.backlog(conn, schema, params["ids"])
             elif name == "_check_snapshots":
                 if snapshots:
-                    reading._check_snapshots(conn, schema, params, facts, snapshots)
+                    with conn.transaction():  # its SET LOCAL
+                        reading._check_snapshots(conn, schema, params, facts, snapshots)
             elif name == "_lag":
                 with conn.transaction():  # its SET LOCAL
                     reading._lag(conn, schema, params)

@@ -702,9 +702,12 @@ SELECT wallet_id, count(*), count(*) FILTER (WHERE bad),
   FROM compared GROUP BY wallet_id"""
     ).format(run=RUN_WALLETS, **c)
     checks = {}
-    for wallet, checked, mismatched, first in conn.execute(
-        query, {**params, **history}, binary=True
-    ).fetchall():
+    # Misled by the arrays' unknown statistics the planner sorts the million snapshots and the
+    # million (wallet, version) groups for merge joins; hash joins took a quarter less.
+    conn.execute("SET LOCAL enable_mergejoin = off")
+    rows = conn.execute(query, {**params, **history}, binary=True).fetchall()
+    conn.execute("SET LOCAL enable_mergejoin = on")
+    for wallet, checked, mismatched, first in rows:
         example = None
         if first:
             version, cents, low = first[0]
