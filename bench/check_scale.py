@@ -4,6 +4,7 @@ model) generated directly in a throw-away embedded PostgreSQL by set-based SQL, 
 run record built in Python; then `wallet_users.consistency.run_check` is timed against it.
 
     .venv/bin/python bench/check_scale.py [--wallets 100000] [--entries-per-wallet 10] [--repeats 3]
+    .venv/bin/python bench/check_scale.py --wallets 1000000 --repeats 1   # 10,000,000 entries
 
 Baseline, in the same run and on the same server: one plain scan of the ledger,
 `SELECT count(*), sum(amount) FROM ledger_entries`; the check's time is also printed as a multiple
@@ -46,7 +47,8 @@ from wallet_users.record import OK, RunRecord  # noqa: E402
 from wallet_users.record.history import KIND_CODES, AckHistory, RunHistory  # noqa: E402
 from wallet_users.record.ids import wallet_id  # noqa: E402
 
-TARGET_SECONDS = 15.0
+TARGET_SECONDS = 3.0  # issue 11, item 3: and at most TARGET_SCANS times the ledger scan
+TARGET_SCANS = 40.0
 RUN_ID = "20250101000000-scale0"
 CONSUMERS = ("read-model-projector", "ledger-projector")
 
@@ -297,40 +299,54 @@ class CpuSpent:
         return found
 
 
-# The check's queries, in the order read_facts runs them (backlog is wait_for_drain's poll).
+# The check's queries, in the order read_facts runs them (backlog is wait_for_drain's poll). The
+# duplicate referenceIds are not read where a unique index proves there are none (the contract's
+# schema has it), and the duplicate events are read only for wallets the ledger pass flagged.
 QUERIES = (
     "backlog",
     "_write_side",
     "_read_model",
     "_ledger",
-    "_duplicate_references",
-    "_duplicate_event_entries",
     "_transfer_imbalances",
+    "_check_snapshots",
     "_outbox",
     "_lag",
 )
 
 
-def per_query(dsn: str, record: RunRecord) -> dict[str, tuple[float, float]]:
+def per_query(
+    dsn: str, record: RunRecord, history: RunHistory | None
+) -> dict[str, tuple[float, float]]:
     """Each of the check's queries alone: (wall seconds, CPU seconds of the session's backend),
     with parallel query off so that the backend's CPU is the whole query's. For finding the slow
     one; the parts of wallet_users.consistency.reading it calls are private and may change."""
     from wallet_users.consistency import reading
     from wallet_users.consistency.checker import wallets_in_scope
+    from wallet_users.consistency.facts import Facts
     from wallet_users.consistency.schema import CONSUMERS, Schema
 
     ids = wallets_in_scope(record)
     schema = Schema()
-    params = {"ids": ids, "consumers": list(CONSUMERS)}
+    params = {"ids": reading.PackedArray.of_text(ids), "consumers": list(CONSUMERS)}
+    snapshots = reading._history_params(history) if history else None
+    facts = Facts(ledger={})
     timings = {}
     with psycopg.connect(dsn, autocommit=True) as conn:
+        reading._register(conn)
         conn.execute("SET max_parallel_workers_per_gather = 0")
         conn.execute(f"SET work_mem = '{reading.WORK_MEM}'")
         backend = psutil.Process(conn.execute("SELECT pg_backend_pid()").fetchone()[0])
         for name in QUERIES:
             cpu0, started = sum(backend.cpu_times()[:2]), time.perf_counter()
             if name == "backlog":
-                reading.backlog(conn, schema, ids)
+                reading.backlog(conn, schema, params["ids"])
+            elif name == "_check_snapshots":
+                if snapshots:
+                    with conn.transaction():  # its SET LOCAL
+                        reading._check_snapshots(conn, schema, params, facts, snapshots)
+            elif name == "_lag":
+                with conn.transaction():  # its SET LOCAL
+                    reading._lag(conn, schema, params)
             else:
                 getattr(reading, name)(conn, schema, params)
             timings[name] = (time.perf_counter() - started, sum(backend.cpu_times()[:2]) - cpu0)
@@ -447,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"verdict {report.status}: {checks[-1]['violations']} first {checks[-1]['first']}"
                     )
             if args.per_query:
-                queries = per_query(dsn, record)
+                queries = per_query(dsn, record, history)
     except (psycopg.Error, OSError, RuntimeError) as error:
         problems.append(f"{type(error).__name__}: {error}")
         counts, steps, generation_s, record_s = {}, {}, 0.0, 0.0
@@ -486,7 +502,11 @@ def main(argv: list[str] | None = None) -> int:
             counts.get("ledger_entries", 0) / check_s["median"] if check_s["median"] else 0.0
         ),
         "target_s": TARGET_SECONDS,
-        "met": bool(checks) and not problems and check_s["median"] < TARGET_SECONDS,
+        "target_scans": TARGET_SCANS,
+        "met": bool(checks)
+        and not problems
+        and check_s["median"] <= TARGET_SECONDS
+        and _median_spread(multiples)["median"] <= TARGET_SCANS,
         "checks": checks,
         "per_query_s": {name: {"wall": w, "backend_cpu": c} for name, (w, c) in queries.items()},
     }
@@ -506,8 +526,8 @@ def main(argv: list[str] | None = None) -> int:
     if checks:
         print(
             f"  full check       {check_s['median']:.2f} s (min {check_s['min']:.2f}, max"
-            f" {check_s['max']:.2f}, {len(checks)} runs)   target < {TARGET_SECONDS:.0f} s"
-            f"   {'met' if result['met'] else 'MISSED'}"
+            f" {check_s['max']:.2f}, {len(checks)} runs)   target <= {TARGET_SECONDS:.0f} s"
+            f" and <= {TARGET_SCANS:.0f}x the scan   {'met' if result['met'] else 'MISSED'}"
         )
         print(
             f"  rows/s           {result['rows_per_s']:,.0f} over {rows:,} rows"

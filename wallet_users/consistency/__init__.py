@@ -15,7 +15,8 @@ import psycopg
 from ..dsn import redact_dsn
 from ..record import INDETERMINATE, RunRecord
 from ..record.history import RunHistory
-from .checker import check_consistency, needs_detail, wallets_in_scope
+from .checker import check_consistency, detail_wallets, find_violations, wallets_in_scope
+from .facts import Facts
 from .reading import (
     CheckError,
     connect,
@@ -25,7 +26,7 @@ from .reading import (
     wait_for_drain,
 )
 from .report import NOT_CHECKED, ConsistencyReport
-from .schema import Schema, SchemaError
+from .schema import CONSUMERS, Schema, SchemaError
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,15 @@ def adopt_unknown_wallets(record: RunRecord, found: list[str]) -> None:
         if wallet_id not in record.wallets:
             record.tally(wallet_id).created = INDETERMINATE
             record.unverified.add(wallet_id)
+
+
+def unprocessed(facts: Facts) -> dict[str, int]:
+    """The backlog as the facts' outbox pass counts it: per consumer, the run's events it has
+    not processed (the same count as reading.backlog, in the facts' snapshot)."""
+    return {
+        consumer: sum(s.unprocessed.get(consumer, 0) for s in (facts.outbox or {}).values())
+        for consumer in CONSUMERS
+    }
 
 
 def run_check(
@@ -73,26 +83,43 @@ def run_check(
             if record.unverified:
                 adopt_unknown_wallets(record, run_wallet_ids(conn, schema, record.run_id))
             wallet_ids = wallets_in_scope(record)
+            found: list = []
+
+            def needs_detail(read: Facts) -> list[str]:
+                # the violations, found once: the report is made from the same list
+                found[:] = find_violations(record, read, schema, wallet_ids)
+                return detail_wallets(record, read, found)
+
+            read: list[Facts] = []  # the facts, when the drain's last read was theirs
+
+            def confirm() -> dict[str, int]:
+                read[:] = [
+                    read_facts(conn, schema, wallet_ids, history=history, needs_detail=needs_detail)
+                ]
+                return unprocessed(read[0])
+
             settle: dict = {}
             if "outbox" not in missing and "outbox_consumer_processing" not in missing:
                 drained, waited, backlog = wait_for_drain(
-                    conn, schema, wallet_ids, settle_timeout, sleep=sleep
+                    conn, schema, wallet_ids, settle_timeout, sleep=sleep, confirm=confirm
                 )
                 settle = {"drained": drained, "waited_s": round(waited, 3), "backlog": backlog}
                 if not drained:
                     log.warning(
                         "projectors did not drain within %.0fs: %s", settle_timeout, backlog
                     )
-            facts = read_facts(
-                conn,
-                schema,
-                wallet_ids,
-                history=history,
-                needs_detail=lambda found: needs_detail(record, found),
+                if read and any(unprocessed(read[0]).values()):
+                    read.clear()  # read before the wait gave up: read again, as it stands now
+            facts = (
+                read[0]
+                if read
+                else read_facts(
+                    conn, schema, wallet_ids, history=history, needs_detail=needs_detail
+                )
             )
         except psycopg.Error as error:
             raise CheckError(f"query failed: {str(error).strip().splitlines()[0]}") from None
-    report = check_consistency(record, facts, schema, target)
+    report = check_consistency(record, facts, schema, target, found=found)
     report.settle = settle
     report.seconds = time.monotonic() - started
     return report

@@ -95,6 +95,8 @@ class Lag:
     p95_ms: float
     p99_ms: float
     max_ms: float
+    # the percentiles' bound, relative to the exact value (0: exact); count and max are exact
+    relative_error: float = 0.0
 
 
 @dataclass
@@ -117,3 +119,5 @@ class Facts:
     # read for the inconsistent wallets only, in the same snapshot (see checker.needs_detail)
     details: dict[str, WalletDetail] = field(default_factory=dict)
     details_left_out: int = 0  # inconsistent wallets beyond the detail cap
+    # checks the database's own constraints prove, so not run: check -> the constraint
+    proved_by_constraint: dict[str, str] = field(default_factory=dict)

@@ -104,6 +104,8 @@ class ConsistencyReport:
     # wallet -> where its ledger / read model first departs from what was acknowledged
     divergences: dict[str, dict[str, Any]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # check -> why
+    # checks not run because the database's own constraint proves them: check -> constraint
+    proved_by_constraint: dict[str, str] = field(default_factory=dict)
     lag_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     settle: dict[str, Any] = field(default_factory=dict)
     unverified_wallets: list[str] = field(default_factory=list)
@@ -160,6 +162,7 @@ class ConsistencyReport:
                 "summary": self.groups(),
                 "divergences": dict(list(self.divergences.items())[:MAX_KEPT_PER_KIND]),
                 "skipped_checks": self.skipped,
+                "proved_by_constraint": self.proved_by_constraint,
                 "projection_lag_ms": self.lag_ms,
                 "settle": self.settle,
                 "unverified_wallets": self.unverified_wallets,
@@ -244,6 +247,11 @@ class ConsistencyReport:
             lines.append(
                 f"  projection lag {consumer}: p50 {lag['p50']:.0f} ms, p95 {lag['p95']:.0f} ms,"
                 f" p99 {lag['p99']:.0f} ms, max {lag['max']:.0f} ms"
+                + (
+                    f" (percentiles within {lag['percentile_error']:.1%})"
+                    if lag.get("percentile_error")
+                    else ""
+                )
             )
         for kind, group in self.groups().items():
             first = group["first"]
@@ -264,6 +272,8 @@ class ConsistencyReport:
                 )
                 + ": checked against what its wallets held when this run began"
             )
+        for check, constraint in sorted(self.proved_by_constraint.items()):
+            lines.append(f"  proved by constraint, not read: {check} ({constraint})")
         if self.unverified_wallets:
             lines.append(
                 f"  {len(self.unverified_wallets)} wallets unverified against the client record"

@@ -1,0 +1,291 @@
+"""The faster reading of issue 11 reads the same facts as the reading before it (kept in
+reading_before.py): on one database holding every kind of corruption the checker knows, with the
+contract's unique constraints and without them, both readings give equal facts and the checker
+equal reports; only the projection lag's percentiles differ, within the bound the report states.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import psycopg
+import pytest
+import reading_before
+
+from wallet_users.consistency import reading as reading_now
+from wallet_users.consistency import run_check
+from wallet_users.consistency.checker import (
+    check_consistency,
+    find_violations,
+    needs_detail,
+    wallets_in_scope,
+)
+from wallet_users.consistency.schema import Schema
+from wallet_users.record.history import KIND_CODES, AckHistory, RunHistory
+from wallet_users.record.ids import wallet_id
+
+BENCH = Path(__file__).resolve().parent.parent / "bench" / "check_scale.py"
+WALLETS, VERSIONS = 40, 10
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("check_scale", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("check_scale", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+check_scale = _bench()
+
+
+def w(i: int) -> str:
+    return wallet_id(check_scale.RUN_ID, i)
+
+
+# (what the checker reports it as, statements on wallet i's rows); one wallet each
+WITH_CONSTRAINTS = {
+    "ledger-skip": [
+        "DELETE FROM ledger_entries WHERE \"walletId\" = %(w)s AND metadata->>'eventVersion' = '5'"
+    ],
+    "ledger-duplicate": [
+        """INSERT INTO ledger_entries (id, "walletId", "transactionType", amount, "balanceBefore",
+               "balanceAfter", description, "referenceId", "relatedWalletId", metadata, "createdAt")
+           SELECT gen_random_uuid(), "walletId", "transactionType", amount, "balanceAfter",
+                  "balanceAfter" + amount, description, "referenceId" || '-again', "relatedWalletId",
+                  metadata, "createdAt" FROM ledger_entries
+            WHERE "walletId" = %(w)s AND metadata->>'eventVersion' = '3'"""
+    ],
+    "ledger-wrong-before": [
+        """UPDATE ledger_entries SET "balanceBefore" = "balanceBefore" + 1
+            WHERE "walletId" = %(w)s AND metadata->>'eventVersion' = '4'"""
+    ],
+    "arithmetic": [
+        """UPDATE ledger_entries SET "balanceAfter" = "balanceAfter" + 7
+            WHERE "walletId" = %(w)s AND metadata->>'eventVersion' = '6'"""
+    ],
+    "negative in the ledger": [
+        """UPDATE ledger_entries SET "balanceBefore" = -3
+            WHERE "walletId" = %(w)s AND metadata->>'eventVersion' = '2'"""
+    ],
+    "read-model-lost-update": [
+        "UPDATE wallets_read_model SET balance = balance - 10 WHERE id = %(w)s"
+    ],
+    "read-model-unbuilt": ["DELETE FROM wallets_read_model WHERE id = %(w)s"],
+    "missing wallet": ["DELETE FROM wallets WHERE id = %(w)s"],
+    "negative balance": ["UPDATE wallets SET balance = -5 WHERE id = %(w)s"],
+    "outbox-drop": ["DELETE FROM outbox WHERE aggregate_id = %(w)s AND event_version = 7"],
+    "ledger-stall": [
+        """DELETE FROM outbox_consumer_processing WHERE consumer_name = 'ledger-projector'
+             AND outbox_event_id IN (SELECT id FROM outbox WHERE aggregate_id = %(w)s
+                                       AND event_version >= 8)"""
+    ],
+    "read-model-stall": [
+        """DELETE FROM outbox_consumer_processing WHERE consumer_name = 'read-model-projector'
+             AND outbox_event_id IN (SELECT id FROM outbox WHERE aggregate_id = %(w)s
+                                       AND event_version = 9)"""
+    ],
+    "third-consumer": [
+        """INSERT INTO outbox_consumer_processing (outbox_event_id, consumer_name, processed_at)
+           SELECT id, 'kafka-publisher', created_at FROM outbox WHERE aggregate_id = %(w)s"""
+    ],
+    "transfer not conserved": [
+        """UPDATE ledger_entries SET amount = amount + 1, "balanceAfter" = "balanceAfter" + 1
+            WHERE "walletId" = %(w)s AND metadata->>'eventVersion' = '8'"""
+    ],
+    "replay-twice (an extra version)": [
+        """INSERT INTO outbox (aggregate_id, event_type, event_version, payload, metadata)
+           VALUES (%(w)s, 'WalletCredited', 11, '{"amount": 5}', '{}')"""
+    ],
+    "ledger-initial-twice": [
+        """INSERT INTO ledger_entries (id, "walletId", "transactionType", amount, "balanceBefore",
+               "balanceAfter", description, "referenceId", metadata, "createdAt")
+           SELECT gen_random_uuid(), "walletId", 'CREDIT', amount, 0, amount, 'Initial balance',
+                  "referenceId" || '-created', jsonb_build_object('eventVersion', 0), "createdAt"
+             FROM ledger_entries WHERE "walletId" = %(w)s AND metadata->>'eventVersion' = '1'"""
+    ],
+    "same eventId at another version": [
+        """UPDATE ledger_entries SET metadata = jsonb_set(metadata, '{eventId}',
+               (SELECT metadata->'eventId' FROM ledger_entries WHERE "walletId" = %(w)s
+                   AND metadata->>'eventVersion' = '2'))
+            WHERE "walletId" = %(w)s AND metadata->>'eventVersion' = '9'"""
+    ],
+}
+# only possible where the database lacks the contract's unique constraints
+WITHOUT_CONSTRAINTS = {
+    "duplicate referenceId": [
+        """UPDATE ledger_entries SET "referenceId" = (SELECT "referenceId" FROM ledger_entries
+               WHERE "walletId" = %(w)s AND metadata->>'eventVersion' = '3')
+            WHERE "walletId" = %(w)s AND metadata->>'eventVersion' = '4'"""
+    ],
+    "event processed twice": [
+        """INSERT INTO outbox_consumer_processing (outbox_event_id, consumer_name, processed_at)
+           SELECT id, 'ledger-projector', created_at FROM outbox
+            WHERE aggregate_id = %(w)s AND event_version = 2"""
+    ],
+    "ledger order unknown": [
+        """UPDATE ledger_entries SET metadata = metadata - 'eventVersion',
+               "createdAt" = timestamp '2025-01-01'
+            WHERE "walletId" = %(w)s AND metadata->>'eventVersion' IN ('5', '6')"""
+    ],
+}
+DROP_CONSTRAINTS = [
+    'ALTER TABLE ledger_entries DROP CONSTRAINT "ledger_entries_referenceId_key"',
+    "ALTER TABLE outbox_consumer_processing"
+    " DROP CONSTRAINT outbox_consumer_processing_outbox_event_id_consumer_name_key",
+]
+
+
+def corrupt(dsn: str, faults: dict[str, list[str]], first: int) -> int:
+    """Each fault on its own even wallet from `first` on (odd wallets are their transfer
+    partners); the next free wallet."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for number, statements in enumerate(faults.values()):
+            for statement in statements:
+                conn.execute(statement, {"w": w(first + 2 * number)})
+        conn.execute("ANALYZE")
+    return first + 2 * len(faults)
+
+
+def history_in_segments(tmp_path: Path) -> RunHistory:
+    """The generated history as two workers would send it (wallets split between them, one
+    spilled to a file), plus acknowledged snapshots the ledger does not hold."""
+    whole = check_scale.build_history(WALLETS, VERSIONS)
+    table, index, versions, balances, kinds = whole.columns()
+    workers = [AckHistory(tmp_path / "spill-0", spill_bytes=100), AckHistory()]
+    for i, version, cents, kind in zip(index, versions, balances, kinds, strict=True):
+        wallet = table[i]
+        workers[int(wallet[-6:]) % 2].add(wallet, version, Decimal(cents) / 100, kind, 0)
+    workers[0].add(w(0), 3, 999_999, KIND_CODES["credit"], 100)  # acknowledged, not in the ledger
+    workers[1].add(w(1), 12, 5, KIND_CODES["credit"], 100)  # a version with no entry at all
+    workers[1].add(w(3), 0, 0, KIND_CODES["create"], 0)  # a creation without initial balance
+    return RunHistory.of(*workers)
+
+
+def both_readings(dsn: str, record, history):
+    ids = wallets_in_scope(record)
+    schema = Schema()
+
+    def detail(facts):  # the same wallets' rows read in detail by both
+        return ids[::3]
+
+    facts = {}
+    for name, reading in (("before", reading_before), ("now", reading_now)):
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            facts[name] = reading.read_facts(
+                conn, schema, ids, history=history, needs_detail=detail
+            )
+    return facts["before"], facts["now"]
+
+
+def assert_same_facts(before, now) -> list[str]:
+    """Every fact equal, lists in any order (the queries' ORDER BY ... LIMIT leaves ties
+    unordered); the lag's count and max equal, its percentiles within the stated bound."""
+    for name in vars(before):
+        if name in ("lag", "proved_by_constraint"):
+            continue
+        old, new = getattr(before, name), getattr(now, name)
+        if isinstance(old, list):
+            old, new = sorted(old), sorted(new)
+        assert old == new, name
+    assert before.lag.keys() == now.lag.keys()
+    for consumer, exact in before.lag.items():
+        estimate = now.lag[consumer]
+        assert estimate.events == exact.events
+        assert estimate.max_ms == pytest.approx(exact.max_ms, rel=1e-9)
+        for field in ("p50_ms", "p95_ms", "p99_ms"):
+            bound = estimate.relative_error * getattr(exact, field) + 1e-9
+            assert abs(getattr(estimate, field) - getattr(exact, field)) <= bound, field
+    return sorted(now.proved_by_constraint)
+
+
+def in_order(facts):
+    """The facts with the run-wide lists sorted: the queries order them by copies and leave ties
+    in no order (either reading, run twice, may give them differently), and the report lists
+    violations in the facts' order."""
+    for name in ("duplicate_references", "duplicate_event_entries", "transfer_imbalances"):
+        setattr(facts, name, sorted(getattr(facts, name)))
+    return facts
+
+
+def same_report(record, before, now) -> None:
+    """The checker's report from either reading's facts is the same, but for the lag and the
+    checks the new reading proved by constraint; and the checker's shortcut past plainly
+    consistent wallets finds what the checks one by one find."""
+    for facts in (before, now):
+        assert find_violations(record, facts, Schema()) == find_violations(
+            record, facts, Schema(), shortcut=False
+        )
+    old = check_consistency(record, in_order(before)).to_dict()
+    new = check_consistency(record, in_order(now)).to_dict()
+    for report in (old, new):
+        for key in ("projection_lag_ms", "proved_by_constraint"):
+            report.pop(key)
+    assert new == old
+
+
+def test_the_faster_reading_reads_the_same_facts_on_a_corrupted_database(
+    database_dsn: str, tmp_path: Path
+) -> None:
+    check_scale.generate(database_dsn, WALLETS, VERSIONS)
+    record = check_scale.build_record(WALLETS, VERSIONS)
+    history = history_in_segments(tmp_path)
+    clean_before, clean_now = both_readings(database_dsn, record, history)
+    assert assert_same_facts(clean_before, clean_now) == ["duplicate referenceIds"]
+
+    free = corrupt(database_dsn, WITH_CONSTRAINTS, 0)
+    before, now = both_readings(database_dsn, record, history)
+    assert assert_same_facts(before, now) == ["duplicate referenceIds"]
+    assert now.duplicate_event_entries and now.transfer_imbalances  # the folded checks found them
+    assert any(s.mismatched for s in now.snapshots.values())
+    same_report(record, before, now)
+    # run_check end to end (its violations found once) against the reading before, both reading
+    # the rows of the wallets the checker names
+    by_run = run_check(database_dsn, record, settle_timeout=0.5, history=history)
+    with psycopg.connect(database_dsn, autocommit=True) as conn:
+        chosen = reading_before.read_facts(
+            conn,
+            Schema(),
+            wallets_in_scope(record),
+            history=history,
+            needs_detail=lambda facts: needs_detail(record, facts),
+        )
+    assert by_run.violations.keys() == check_consistency(record, chosen).violations.keys()
+    assert by_run.causes == check_consistency(record, chosen).causes
+    kinds = set(by_run.violations)
+    assert {"ledger_chain_broken", "ledger_arithmetic", "duplicate_ledger_entry"} <= kinds
+    assert {"transfer_not_conserved", "ledger_snapshot_mismatch", "missing_wallet"} <= kinds
+    assert {"unprocessed_event", "outbox_missing_versions", "outbox_extra_versions"} <= kinds
+    assert {"read_model_mismatch", "read_model_missing", "negative_balance"} <= kinds
+    assert "proved by constraint, not read: duplicate referenceIds" in "\n".join(
+        by_run.console_lines()
+    )
+
+    with psycopg.connect(database_dsn, autocommit=True) as conn:
+        for statement in DROP_CONSTRAINTS:
+            conn.execute(statement)
+    corrupt(database_dsn, WITHOUT_CONSTRAINTS, free)
+    before, now = both_readings(database_dsn, record, history)
+    assert assert_same_facts(before, now) == []  # nothing proved: every check read
+    assert now.duplicate_references and now.snapshots is None and now.snapshots_skipped
+    assert any(sum(s.processed_twice.values()) for s in now.outbox.values())
+    same_report(record, before, now)
+
+
+def test_packed_arrays_round_trip_through_postgresql(database_dsn: str) -> None:
+    ids = ["a", "", "wallet with spaces", "ünï", 'q"uote', "x" * 300]
+    with psycopg.connect(database_dsn, autocommit=True) as conn:
+        reading_now._register(conn)
+        row = conn.execute(
+            "SELECT %s::text[], %s::int4[], %s::int8[], %s::text[]",
+            (
+                reading_now.PackedArray.of_text(ids),
+                reading_now.PackedArray.of_int4([0, -1, 2**31 - 1]),
+                reading_now.PackedArray.of_int8([2**40, -(2**40)]),
+                reading_now.PackedArray.of_text([]),
+            ),
+        ).fetchone()
+    assert row == (ids, [0, -1, 2**31 - 1], [2**40, -(2**40)], [])
