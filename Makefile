@@ -17,11 +17,13 @@ run: install
 	$(BIN)/locust --config conf/ci.conf
 
 # Two test processes (pytest-xdist), a file each at a time: most tests wait on Locust runs,
-# servers and drains rather than compute, so two share the two cores well.
+# servers and drains rather than compute, so two share the two cores well. Tests marked `alone`
+# measure rates against the clock: they run afterwards with nothing beside them.
 TEST_PROCESSES ?= 2
 
 test: install lint browser
-	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadfile
+	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadfile -m "not alone"
+	$(BIN)/python -m pytest -m alone
 
 # The browser tests drive Debian's chromium (Playwright's own browser download is not used).
 # Installed when missing where it can be (root with apt-get); elsewhere the tests skip with one

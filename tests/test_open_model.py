@@ -25,7 +25,8 @@ from test_distributed import processes_ports
 from wallet_users.load.arrival import DROPPED, ArrivalCounts, ArrivalShare, Pacer
 from wallet_users.load.pool import WalletPool
 
-pytestmark = pytest.mark.timeout(120)
+# rates and latencies measured against the clock: run with nothing beside them (make test)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.alone]
 
 OPEN_MODEL = re.compile(
     r"open model: (?P<achieved>[\d.]+) of (?P<target>[\d.]+) ops/s scheduled;"
