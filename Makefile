@@ -18,7 +18,7 @@ run: install
 
 # Three test processes (pytest-xdist), a file each at a time: most tests wait on Locust runs,
 # servers and drains rather than compute, so three share the two cores well (measured from a fresh
-# clone: 446 s for the parallel part with three, 508 s with two, both beside a benchmark). Tests
+# clone: 446 s for the parallel part with three, 508 s with two, the machine shared). Tests
 # marked `alone` measure rates against the clock: they run afterwards with nothing beside them.
 TEST_PROCESSES ?= 3
 
