@@ -303,15 +303,16 @@ class CpuSpent:
 
 # The check's queries, in the order read_facts runs them (backlog is wait_for_drain's poll). The
 # duplicate referenceIds are not read where a unique index proves there are none (the contract's
-# schema has it), and the duplicate events are read only for wallets the ledger pass flagged;
-# the ledger pass compares the acknowledged snapshots too.
+# schema has it), and the duplicate events are read only for wallets the ledger pass flagged.
 QUERIES = (
     "backlog",
     "_write_side",
     "_read_model",
     "_ledger",
     "_transfer_imbalances",
-    "_outbox_and_lag",
+    "_check_snapshots",
+    "_outbox",
+    "_lag",
 )
 
 
@@ -325,12 +326,14 @@ def per_query(
     (auto_explain, its figures a little inflated by the timing)."""
     from wallet_users.consistency import reading
     from wallet_users.consistency.checker import wallets_in_scope
+    from wallet_users.consistency.facts import Facts
     from wallet_users.consistency.schema import CONSUMERS, Schema
 
     ids = wallets_in_scope(record)
     schema = Schema()
     params = {"ids": reading.PackedArray.of_text(ids), "consumers": list(CONSUMERS)}
     snapshots = reading._history_params(history) if history else None
+    facts = Facts(ledger={})
     timings = {}
     with psycopg.connect(dsn, autocommit=True) as conn:
         reading._register(conn)
@@ -347,9 +350,13 @@ def per_query(
             cpu0, started = sum(backend.cpu_times()[:2]), time.perf_counter()
             if name == "backlog":
                 reading.backlog(conn, schema, params["ids"])
-            elif name == "_ledger":
+            elif name == "_check_snapshots":
+                if snapshots:
+                    with conn.transaction():  # its SET LOCAL
+                        reading._check_snapshots(conn, schema, params, facts, snapshots)
+            elif name == "_lag":
                 with conn.transaction():  # its SET LOCAL
-                    reading._ledger(conn, schema, params, snapshots)
+                    reading._lag(conn, schema, params)
             else:
                 getattr(reading, name)(conn, schema, params)
             timings[name] = (time.perf_counter() - started, sum(backend.cpu_times()[:2]) - cpu0)

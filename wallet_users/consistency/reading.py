@@ -277,9 +277,9 @@ def read_facts(
     set-based aggregates over the run's wallets, the acknowledged snapshots against the ledger,
     then, for the wallets `needs_detail` (the checker's own choice) names, their rows.
 
-    With `beside`, a second connection to the same database, the outbox pass runs there at the
-    same time as the ledger's, in the same snapshot (exported and imported): on a machine with
-    a core to spare the two largest passes overlap."""
+    With `beside`, a second connection to the same database, the outbox and lag passes run
+    there while the ledger's run here, in the same snapshot (exported and imported): the
+    same facts, the two largest groups of passes overlapping where a core is free."""
     facts = Facts(tables_missing=missing_tables(conn, schema))
     _register(conn)
     wallet_ids = list(wallet_ids)
@@ -302,13 +302,13 @@ def read_facts(
             if have("outbox", "outbox_consumer_processing") and beside is not None:
                 snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
                 outbox = _Beside(beside, snapshot, statement_timeout_s)
-                outbox.start(lambda c: _outbox_and_lag(c, schema, params))
+                outbox.start(lambda c: (_outbox(c, schema, params), _lag(c, schema, params)))
             if have("wallets"):
                 facts.write_side = _write_side(conn, schema, params)
             if have("wallets_read_model"):
                 facts.read_model = _read_model(conn, schema, params)
             if have("ledger_entries"):
-                facts.ledger, doubled, compared = _ledger(conn, schema, params, snapshots)
+                facts.ledger, doubled = _ledger(conn, schema, params)
                 if "ledger_entries.referenceId" in unique:
                     facts.duplicate_references = []
                     facts.proved_by_constraint["duplicate referenceIds"] = unique[
@@ -324,10 +324,12 @@ def read_facts(
                     else []
                 )
                 facts.transfer_imbalances = _transfer_imbalances(conn, schema, params)
-                _check_snapshots(facts, compared)
+                _check_snapshots(conn, schema, params, facts, snapshots)
             if have("outbox", "outbox_consumer_processing"):
                 facts.outbox, facts.lag = (
-                    outbox.result() if outbox else _outbox_and_lag(conn, schema, params)
+                    outbox.result()
+                    if outbox
+                    else (_outbox(conn, schema, params), _lag(conn, schema, params))
                 )
             if have("projector_checkpoints"):
                 facts.checkpoints = _checkpoints(conn, schema)
@@ -461,17 +463,11 @@ def _ledger_columns(schema: Schema) -> dict[str, sql.Composable]:
     return cols
 
 
-def _ledger(
-    conn, schema: Schema, params, history: dict | None = None
-) -> tuple[dict[str, LedgerSummary], list[str], list[tuple] | None]:
+def _ledger(conn, schema: Schema, params) -> tuple[dict[str, LedgerSummary], list[str]]:
     """Per wallet, in one window pass over its entries in order: the sums, the chain, the
     first and last balances, ties, and whether two of its entries may carry the same event (a
     hash of metadata.eventId seen twice: those wallets alone are then read for the exact
-    duplicates, a collision costing one more small query and never a missed duplicate).
-
-    With the history's arrays, the same pass also compares the acknowledged snapshots with the
-    entries it read (_SNAPSHOTS): the ledger is read once for both; the comparison's rows
-    (wallet, checked, mismatched, first mismatch) come third."""
+    duplicates, a collision costing one more small query and never a missed duplicate)."""
     c = _ledger_columns(schema)
     # is_last (no next entry in the wallet's order) comes from the same window as the rest: a
     # count(*) over the partition took a second window pass over every entry.
@@ -500,41 +496,23 @@ def _ledger(
     SELECT *, (prev_after IS NOT NULL AND before <> prev_after) AS chain_break,
               (after <> before + signed) AS arithmetic_break
       FROM e
-), summary AS (
-    SELECT wallet, count(*) AS entries, sum(signed),
-           max(after) FILTER (WHERE is_last), max(before) FILTER (WHERE position = 1),
-           least(min(before), min(after)),
-           count(*) FILTER (WHERE chain_break), count(*) FILTER (WHERE arithmetic_break),
-           (array_agg(ARRAY[entry::text, before::text, prev_after::text] ORDER BY position)
-                FILTER (WHERE chain_break))[1:1],
-           (array_agg(ARRAY[entry::text, before::text, signed::text, after::text] ORDER BY position)
-                FILTER (WHERE arithmetic_break))[1:1],
-           count(*) FILTER (WHERE tied), count(*) FILTER (WHERE unversioned),
-           count(event_hash) > count(DISTINCT event_hash)
-      FROM flagged GROUP BY wallet
-){snapshots}"""
-    ).format(
-        run=RUN_WALLETS,
-        snapshots=_SNAPSHOTS if history else sql.SQL("\nSELECT * FROM summary"),
-        **c,
-    )
+)
+SELECT wallet, count(*), sum(signed),
+       max(after) FILTER (WHERE is_last), max(before) FILTER (WHERE position = 1),
+       least(min(before), min(after)),
+       count(*) FILTER (WHERE chain_break), count(*) FILTER (WHERE arithmetic_break),
+       (array_agg(ARRAY[entry::text, before::text, prev_after::text] ORDER BY position)
+            FILTER (WHERE chain_break))[1:1],
+       (array_agg(ARRAY[entry::text, before::text, signed::text, after::text] ORDER BY position)
+            FILTER (WHERE arithmetic_break))[1:1],
+       count(*) FILTER (WHERE tied), count(*) FILTER (WHERE unversioned),
+       count(event_hash) > count(DISTINCT event_hash)
+  FROM flagged GROUP BY wallet"""
+    ).format(run=RUN_WALLETS, **c)
     summaries = {}
     doubled = []
-    compared = [] if history else None
-    if history:
-        # Misled by the arrays' unknown statistics the planner sorts the million snapshots and
-        # the million (wallet, version) groups for merge joins; hash joins took a quarter less.
-        conn.execute("SET LOCAL enable_mergejoin = off")
     # fetchall loads every row in one call; iterating the cursor cost about 10 us per row
-    rows = conn.execute(query, {**params, **(history or {})}, binary=True).fetchall()
-    if history:
-        conn.execute("SET LOCAL enable_mergejoin = on")
-    for row in rows:
-        if history:
-            compared.append(row[13:])
-            row = row[:13]
-            if row[1] is None:
-                continue  # acknowledged snapshots of a wallet without entries
+    for row in conn.execute(query, params, binary=True).fetchall():
         (
             wallet,
             entries,
@@ -569,7 +547,7 @@ def _ledger(
         )
         if twice:
             doubled.append(wallet)
-    return summaries, doubled, compared
+    return summaries, doubled
 
 
 def _duplicate_references(conn, schema: Schema, params) -> list[tuple[str, int, str]]:
@@ -620,68 +598,72 @@ def _outbox_parts(schema: Schema) -> dict[str, sql.Composable]:
     }
 
 
-def _outbox_and_lag(
-    conn, schema: Schema, params
-) -> tuple[dict[str, OutboxSummary], dict[str, Lag]]:
-    """_outbox and _lag from one join of the run's events to their processing rows: each
-    event's processing counts and the lag histogram are two grouping sets of the same
-    aggregate (sorted by event, hashed by bucket), where the two passes read and joined both
-    tables twice."""
+def _outbox(conn, schema: Schema, params) -> dict[str, OutboxSummary]:
     rm, lg = CONSUMERS
     query = sql.SQL(
-        """WITH {run}, joined AS (
-    SELECT {oid} AS id, {agg} AS wallet_id, {ver} AS version, {pcons} AS consumer,
-           {pev} IS NOT NULL AS matched, date_part('epoch', {pat} - {created}) * 1000 AS ms
-      FROM {outbox} AS o JOIN run_wallets AS r ON r.id = {agg} LEFT JOIN {proc} AS p ON {pev} = {oid}
-), grouped AS (
-    SELECT GROUPING(id, wallet_id, version) = 0 AS per_event, id, wallet_id, version,
-           count(*) FILTER (WHERE consumer = %(rm)s) AS rm,
-           count(*) FILTER (WHERE consumer = %(lg)s) AS lg,
-           consumer, matched, count(*) AS n, min(ms) AS low, max(ms) AS high
-      FROM joined
-     GROUP BY GROUPING SETS ((id, wallet_id, version), (matched, consumer,
-              CASE WHEN ms > %(floor)s THEN floor(ln(ms / %(floor)s) / %(ln_ratio)s) END))
+        # Each event's processing rows are counted through the contract's UNIQUE (outbox_event_id,
+        # consumer_name) index, and the run's events come in wallet order through UNIQUE
+        # (aggregate_id, ...): half the time of hashing every processing row and sorting again.
+        """WITH {run}, per_event AS (
+    SELECT {oid} AS id, {agg} AS wallet_id, {ver} AS version, x.rm, x.lg
+      FROM {outbox} AS o JOIN run_wallets AS r ON r.id = {agg}
+     CROSS JOIN LATERAL (
+           SELECT count(*) FILTER (WHERE {pcons} = %(rm)s) AS rm,
+                  count(*) FILTER (WHERE {pcons} = %(lg)s) AS lg
+             FROM {proc} AS p WHERE {pev} = {oid}) AS x
 )
-SELECT true, wallet_id, count(*), min(version), max(version), count(DISTINCT version),
+SELECT wallet_id, count(*), min(version), max(version), count(DISTINCT version),
        count(*) FILTER (WHERE rm = 0), count(*) FILTER (WHERE rm > 1),
        count(*) FILTER (WHERE lg = 0), count(*) FILTER (WHERE lg > 1),
-       min(id) FILTER (WHERE rm <> 1 OR lg <> 1), NULL::float8, NULL::float8
-  FROM grouped WHERE per_event GROUP BY wallet_id
-UNION ALL
-SELECT false, consumer, n, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, low, high
-  FROM grouped WHERE NOT per_event AND matched"""
+       min(id) FILTER (WHERE rm <> 1 OR lg <> 1)
+  FROM per_event GROUP BY wallet_id"""
     ).format(**_outbox_parts(schema))
-    rows = conn.execute(
-        query,
-        {
-            **params,
-            "rm": rm,
-            "lg": lg,
-            "floor": LAG_FLOOR_MS,
-            "ln_ratio": math.log(LAG_RATIO),
-        },
-        binary=True,
-    ).fetchall()
-    outbox = {}
+    result = {}
+    for (
+        wallet,
+        events,
+        vmin,
+        vmax,
+        distinct,
+        rm_none,
+        rm_many,
+        lg_none,
+        lg_many,
+        example,
+    ) in conn.execute(query, {**params, "rm": rm, "lg": lg}, binary=True).fetchall():
+        result[wallet] = OutboxSummary(
+            events=events,
+            min_version=vmin,
+            max_version=vmax,
+            distinct_versions=distinct,
+            unprocessed={rm: rm_none, lg: lg_none},
+            processed_twice={rm: rm_many, lg: lg_many},
+            example_event=example,
+        )
+    return result
+
+
+def _lag(conn, schema: Schema, params) -> dict[str, Lag]:
+    """Per consumer, the lag from an event's commit to its processing: count and max exact,
+    the percentiles from a histogram of LAG_RATIO-wide buckets (no sort of every lag)."""
+    query = sql.SQL(
+        """WITH {run}, lags AS (
+    SELECT {pcons} AS consumer, date_part('epoch', {pat} - {created}) * 1000 AS ms
+      FROM {outbox} AS o JOIN run_wallets AS r ON r.id = {agg} JOIN {proc} AS p ON {pev} = {oid}
+)
+SELECT consumer, count(*), min(ms), max(ms) FROM lags
+ GROUP BY consumer, CASE WHEN ms > %(floor)s THEN floor(ln(ms / %(floor)s) / %(ln_ratio)s) END"""
+    ).format(**_outbox_parts(schema))
     buckets: dict[str, list[tuple[float, float, int]]] = {}
-    for per_event, key, n, vmin, vmax, distinct, *counts, example, low, high in rows:
-        if per_event:
-            rm_none, rm_many, lg_none, lg_many = counts
-            outbox[key] = OutboxSummary(
-                events=n,
-                min_version=vmin,
-                max_version=vmax,
-                distinct_versions=distinct,
-                unprocessed={rm: rm_none, lg: lg_none},
-                processed_twice={rm: rm_many, lg: lg_many},
-                example_event=example,
-            )
-        else:
-            buckets.setdefault(key, []).append((float(low), float(high), n))
-    return outbox, _lags(buckets)
-
-
-def _lags(buckets: dict[str, list[tuple[float, float, int]]]) -> dict[str, Lag]:
+    # The planner cannot know there are a few hundred buckets, guesses one per row and sorts
+    # them all; hashing is what the histogram is for.
+    conn.execute("SET LOCAL enable_sort = off")
+    rows = conn.execute(
+        query, {**params, "floor": LAG_FLOOR_MS, "ln_ratio": math.log(LAG_RATIO)}, binary=True
+    ).fetchall()
+    conn.execute("SET LOCAL enable_sort = on")
+    for consumer, n, low, high in rows:
+        buckets.setdefault(consumer, []).append((float(low), float(high), n))
     lags = {}
     for consumer, found in buckets.items():
         found.sort()
@@ -746,12 +728,24 @@ def _history_params(history: RunHistory) -> dict[str, PackedArray]:
     }
 
 
-# The acknowledged snapshots (wallet, version, balance) against the ledger entries of that
-# version, continuing _ledger's query (its CTE l: the run's entries, read once for both).
-_SNAPSHOTS = sql.SQL(
-    # the arrays unnested in step in select lists (a ProjectSet), not WITH ORDINALITY, which
-    # first copies a million rows into a tuplestore: 8-26 % less for the whole query
-    """, h AS (
+def _check_snapshots(conn, schema: Schema, params, facts: Facts, history: dict | None) -> None:
+    """Every acknowledged snapshot (wallet, version, balance) against the ledger entry of that
+    version: per wallet the count, the mismatches and the first one. Only where the ledger keeps
+    event versions; the history travels as binary arrays, the ledger is read once."""
+    if not history:
+        return  # nothing acknowledged to compare (or a record saved without its history)
+    unversioned = sum(s.unversioned for s in (facts.ledger or {}).values())
+    if unversioned:
+        facts.snapshots_skipped = (
+            f"{unversioned} ledger entries carry no metadata.eventVersion: an acknowledged"
+            " version has no entry to compare with"
+        )
+        return
+    c = _ledger_columns(schema)
+    query = sql.SQL(
+        # the arrays unnested in step in select lists (a ProjectSet), not WITH ORDINALITY, which
+        # first copies a million rows into a tuplestore: 8-26 % less for the whole query
+        """WITH {run}, h AS (
     SELECT t.wallet_id, s.version, s.cents
       FROM (SELECT unnest(%(h_idx)s::int4[]) AS idx, unnest(%(h_ver)s::int4[]) AS version,
                    unnest(%(h_cents)s::int8[]) AS cents, unnest(%(h_kind)s::int4[]) AS kind,
@@ -761,40 +755,28 @@ _SNAPSHOTS = sql.SQL(
         ON t.k = s.idx + (%(h_bases)s::int4[])[width_bucket(s.ord, %(h_starts)s::int8[])] + 1
       JOIN run_wallets AS r ON r.id = t.wallet_id
      WHERE NOT (s.kind = 0 AND s.version = 0)  -- a creation with no initial balance: no entry
-), versions AS (
-    SELECT wallet AS wallet_id, version, min(after) AS low, max(after) AS high
-      FROM l GROUP BY 1, 2
+), e AS (
+    SELECT {walletId} AS wallet_id, ({metadata} ->> 'eventVersion')::integer AS version,
+           min({balanceAfter}) AS low, max({balanceAfter}) AS high
+      FROM {table} AS l JOIN run_wallets AS r ON r.id = {walletId}
+     GROUP BY 1, 2
 ), compared AS (
-    SELECT h.wallet_id, h.version, h.cents, v.low,
-           (v.low IS NULL OR v.low * 100 <> h.cents OR v.high * 100 <> h.cents) AS bad
-      FROM h LEFT JOIN versions AS v ON v.wallet_id = h.wallet_id AND v.version = h.version
-), snapshots AS (
-    SELECT wallet_id, count(*) AS checked, count(*) FILTER (WHERE bad) AS mismatched,
-           (array_agg(ARRAY[version::text, cents::text, low::text] ORDER BY version)
-                FILTER (WHERE bad))[1:1]
-      FROM compared GROUP BY wallet_id
+    SELECT h.wallet_id, h.version, h.cents, e.low,
+           (e.low IS NULL OR e.low * 100 <> h.cents OR e.high * 100 <> h.cents) AS bad
+      FROM h LEFT JOIN e ON e.wallet_id = h.wallet_id AND e.version = h.version
 )
-SELECT * FROM summary FULL JOIN snapshots AS s ON s.wallet_id = summary.wallet"""
-)
-
-
-def _check_snapshots(facts: Facts, compared: list[tuple] | None) -> None:
-    """Every acknowledged snapshot against the ledger entry of that version (the comparison
-    _ledger's pass made): per wallet the count, the mismatches and the first one. Only where
-    the ledger keeps event versions."""
-    if compared is None:
-        return  # nothing acknowledged to compare (or a record saved without its history)
-    unversioned = sum(s.unversioned for s in (facts.ledger or {}).values())
-    if unversioned:
-        facts.snapshots_skipped = (
-            f"{unversioned} ledger entries carry no metadata.eventVersion: an acknowledged"
-            " version has no entry to compare with"
-        )
-        return
+SELECT wallet_id, count(*), count(*) FILTER (WHERE bad),
+       (array_agg(ARRAY[version::text, cents::text, low::text] ORDER BY version)
+            FILTER (WHERE bad))[1:1]
+  FROM compared GROUP BY wallet_id"""
+    ).format(run=RUN_WALLETS, **c)
     checks = {}
-    for wallet, checked, mismatched, first in compared:
-        if wallet is None:
-            continue  # a wallet with entries and no acknowledged snapshot
+    # Misled by the arrays' unknown statistics the planner sorts the million snapshots and the
+    # million (wallet, version) groups for merge joins; hash joins took a quarter less.
+    conn.execute("SET LOCAL enable_mergejoin = off")
+    rows = conn.execute(query, {**params, **history}, binary=True).fetchall()
+    conn.execute("SET LOCAL enable_mergejoin = on")
+    for wallet, checked, mismatched, first in rows:
         example = None
         if first:
             version, cents, low = first[0]
