@@ -5,7 +5,7 @@ run record built in Python; then `wallet_users.consistency.run_check` is timed a
 
     .venv/bin/python bench/check_scale.py [--wallets 100000] [--entries-per-wallet 10] [--repeats 3]
     .venv/bin/python bench/check_scale.py --wallets 1000000 --repeats 1   # 10,000,000 entries
-    git archive main wallet_users | tar -x -C /tmp/main-tree
+    mkdir -p /tmp/main-tree && git archive main wallet_users | tar -x -C /tmp/main-tree
     .venv/bin/python bench/check_scale.py --against /tmp/main-tree   # A/B, alternated
 
 Baseline, in the same run and on the same server: one plain scan of the ledger,
