@@ -5,6 +5,8 @@ run record built in Python; then `wallet_users.consistency.run_check` is timed a
 
     .venv/bin/python bench/check_scale.py [--wallets 100000] [--entries-per-wallet 10] [--repeats 3]
     .venv/bin/python bench/check_scale.py --wallets 1000000 --repeats 1   # 10,000,000 entries
+    mkdir -p /tmp/main-tree && git archive main wallet_users | tar -x -C /tmp/main-tree
+    .venv/bin/python bench/check_scale.py --against /tmp/main-tree   # A/B, alternated
 
 Baseline, in the same run and on the same server: one plain scan of the ledger,
 `SELECT count(*), sum(amount) FROM ledger_entries`; the check's time is also printed as a multiple
@@ -315,11 +317,13 @@ QUERIES = (
 
 
 def per_query(
-    dsn: str, record: RunRecord, history: RunHistory | None
+    dsn: str, record: RunRecord, history: RunHistory | None, explain: bool = False
 ) -> dict[str, tuple[float, float]]:
     """Each of the check's queries alone: (wall seconds, CPU seconds of the session's backend),
     with parallel query off so that the backend's CPU is the whole query's. For finding the slow
-    one; the parts of wallet_users.consistency.reading it calls are private and may change."""
+    one; the parts of wallet_users.consistency.reading it calls are private and may change.
+    With `explain`, each query's plan with its actual rows, times and buffers is printed
+    (auto_explain, its figures a little inflated by the timing)."""
     from wallet_users.consistency import reading
     from wallet_users.consistency.checker import wallets_in_scope
     from wallet_users.consistency.facts import Facts
@@ -336,6 +340,12 @@ def per_query(
         conn.execute("SET max_parallel_workers_per_gather = 0")
         conn.execute(f"SET work_mem = '{reading.WORK_MEM}'")
         backend = psutil.Process(conn.execute("SELECT pg_backend_pid()").fetchone()[0])
+        if explain:
+            conn.execute("LOAD 'auto_explain'")
+            for setting in ("log_min_duration = 0", "log_analyze = on", "log_buffers = on"):
+                conn.execute(f"SET auto_explain.{setting}")
+            conn.execute("SET auto_explain.log_level = notice")
+            conn.add_notice_handler(lambda notice: print(notice.message_primary, flush=True))
         for name in QUERIES:
             cpu0, started = sum(backend.cpu_times()[:2]), time.perf_counter()
             if name == "backlog":
@@ -350,7 +360,53 @@ def per_query(
             else:
                 getattr(reading, name)(conn, schema, params)
             timings[name] = (time.perf_counter() - started, sum(backend.cpu_times()[:2]) - cpu0)
+            if explain:
+                print(f"--- {name}: {timings[name][0]:.2f} s", flush=True)
     return timings
+
+
+# The other tree's check, run in a child process on the same database: its wallet_users is
+# imported before this script, so that this script's sys.path entry does not win.
+AGAINST_CHILD = """
+import json, resource, sys, time
+tree, bench, dsn, wallets, versions, with_history = sys.argv[1:]
+sys.path.insert(0, tree)
+from wallet_users.consistency import run_check
+import importlib.util
+spec = importlib.util.spec_from_file_location("check_scale_bench", bench)
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+record = module.build_record(int(wallets), int(versions))
+history = module.build_history(int(wallets), int(versions)) if with_history == "1" else None
+def cpu():
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return own.ru_utime + own.ru_stime
+cpu0, started = cpu(), time.perf_counter()
+report = run_check(dsn, record, settle_timeout=1.0, history=history)
+elapsed, spent = time.perf_counter() - started, cpu() - cpu0
+print(json.dumps({"seconds": elapsed, "client_cpu_s": spent, "status": report.status}))
+"""
+
+
+def check_against(tree: Path, dsn: str, cpu: CpuSpent, wallets: int, versions: int, history: bool):
+    """One check by the wallet_users of another tree (say an export of main), same database:
+    wall seconds, client CPU (the child's own, around run_check), server CPU, verdict."""
+    import subprocess
+
+    args = [str(tree), __file__, dsn, str(wallets), str(versions), "1" if history else "0"]
+    child = subprocess.Popen(
+        [sys.executable, "-c", AGAINST_CHILD, *args], stdout=subprocess.PIPE, text=True
+    )
+    # the server's CPU from the child's connect to its exit (its record is built first: a few
+    # seconds of client work the server does not see)
+    cpu.start()
+    out, _ = child.communicate()
+    _, server = cpu.stop()
+    if child.returncode:
+        raise RuntimeError(f"the check of {tree} exited {child.returncode}")
+    found = json.loads(out.strip().splitlines()[-1])
+    found["server_cpu_s"] = server
+    return found
 
 
 # --- the server ----------------------------------------------------------------------------------
@@ -401,9 +457,23 @@ def main(argv: list[str] | None = None) -> int:
         help="also time each of the check's queries alone (parallel query off)",
     )
     parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="with --per-query: print each query's plan as run (EXPLAIN ANALYZE, BUFFERS)",
+    )
+    parser.add_argument(
         "--no-history",
         action="store_true",
         help="check without the history of acknowledged snapshots (the check before issue 10)",
+    )
+    parser.add_argument(
+        "--against",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="TREE",
+        help="also run the check of the wallet_users in TREE (say `git archive main wallet_users`"
+        " unpacked there) on the same database, alternated with this tree's (repeatable)",
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
@@ -411,6 +481,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--entries-per-wallet must be 1..{MAX_ENTRIES}")
     if args.wallets < 2 or args.wallets % 2:
         parser.error("--wallets must be even (transfers pair wallet 2j with 2j+1)")
+    for tree in args.against:
+        if not (tree / "wallet_users" / "consistency").is_dir():
+            parser.error(f"--against: {tree} holds no wallet_users/consistency")
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     problems: list[str] = []
@@ -418,6 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     scans: list[float] = []
     scan_cpu: list[float] = []
     queries: dict[str, tuple[float, float]] = {}
+    against: list[dict[str, Any]] = []
     parent = Path(tempfile.mkdtemp(prefix="check-scale-"))
     try:
         with throwaway_postgres(parent) as (dsn, postmaster_pid):
@@ -433,6 +507,21 @@ def main(argv: list[str] | None = None) -> int:
             )
             record_s = time.perf_counter() - started
             for _ in range(args.repeats):
+                for tree in args.against:
+                    against.append(
+                        check_against(
+                            tree,
+                            dsn,
+                            cpu,
+                            args.wallets,
+                            args.entries_per_wallet,
+                            not args.no_history,
+                        )
+                    )
+                    against[-1]["load_average"] = os.getloadavg()[0]
+                    against[-1]["tree"] = str(tree)
+                    if against[-1]["status"] != "valid":
+                        problems.append(f"{tree}: verdict {against[-1]['status']}")
                 cpu.start()
                 scans.append(time_scan(dsn))
                 scan_cpu.append(sum(cpu.stop()))
@@ -463,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"verdict {report.status}: {checks[-1]['violations']} first {checks[-1]['first']}"
                     )
             if args.per_query:
-                queries = per_query(dsn, record, history)
+                queries = per_query(dsn, record, history, args.explain)
     except (psycopg.Error, OSError, RuntimeError) as error:
         problems.append(f"{type(error).__name__}: {error}")
         counts, steps, generation_s, record_s = {}, {}, 0.0, 0.0
@@ -508,6 +597,7 @@ def main(argv: list[str] | None = None) -> int:
         and check_s["median"] <= TARGET_SECONDS
         and _median_spread(multiples)["median"] <= TARGET_SCANS,
         "checks": checks,
+        "against": against,
         "per_query_s": {name: {"wall": w, "backend_cpu": c} for name, (w, c) in queries.items()},
     }
     if args.json:
@@ -556,6 +646,19 @@ def main(argv: list[str] | None = None) -> int:
             print("  each query alone (wall / backend CPU, parallel query off):")
             for name, (wall, spent) in sorted(queries.items(), key=lambda q: -q[1][1]):
                 print(f"    {name.strip('_'):<26} {wall:6.2f} s / {spent:5.2f} s")
+        trees = len(args.against)
+        for i, mine in enumerate(checks):
+            for other in against[i * trees : (i + 1) * trees]:
+                print(
+                    f"  round {i + 1}  {other['tree']}: {other['seconds']:.2f} s, CPU"
+                    f" {other['client_cpu_s']:.2f} + {other['server_cpu_s']:.2f} s"
+                    f" ({other['status']}, load {other['load_average']:.1f})"
+                )
+            print(
+                f"  round {i + 1}  this tree: {mine['seconds']:.2f} s, CPU"
+                f" {mine['client_cpu_s']:.2f} + {mine['server_cpu_s']:.2f} s"
+                f" (load {mine['load_average']:.1f})"
+            )
         loads = ", ".join(f"{load:.1f}" for load in result["load_average"])
         print(f"  load average     {loads} (1 min, at each check's start; {os.cpu_count()} cores)")
     return 1 if problems else 0

@@ -178,6 +178,15 @@ def both_readings(dsn: str, record, history):
             facts[name] = reading.read_facts(
                 conn, schema, ids, history=history, needs_detail=detail
             )
+    # the outbox pass on a second connection, in the first one's snapshot, reads the same
+    with (
+        psycopg.connect(dsn, autocommit=True) as conn,
+        psycopg.connect(dsn, autocommit=True) as beside,
+    ):
+        two = reading_now.read_facts(
+            conn, schema, ids, history=history, needs_detail=detail, beside=beside
+        )
+    assert_same_facts(facts["now"], two)
     return facts["before"], facts["now"]
 
 

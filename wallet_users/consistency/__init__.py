@@ -72,7 +72,7 @@ def run_check(
     schema = schema or Schema()
     target = redact_dsn(dsn)
     started = time.monotonic()
-    with connect(dsn) as conn:
+    with connect(dsn) as conn, connect(dsn) as beside:
         try:
             missing = missing_tables(conn, schema)
             absent = [t for t in ESSENTIAL_TABLES if t in missing]
@@ -94,7 +94,14 @@ def run_check(
 
             def confirm() -> dict[str, int]:
                 read[:] = [
-                    read_facts(conn, schema, wallet_ids, history=history, needs_detail=needs_detail)
+                    read_facts(
+                        conn,
+                        schema,
+                        wallet_ids,
+                        history=history,
+                        needs_detail=needs_detail,
+                        beside=beside,
+                    )
                 ]
                 return unprocessed(read[0])
 
@@ -114,7 +121,12 @@ def run_check(
                 read[0]
                 if read
                 else read_facts(
-                    conn, schema, wallet_ids, history=history, needs_detail=needs_detail
+                    conn,
+                    schema,
+                    wallet_ids,
+                    history=history,
+                    needs_detail=needs_detail,
+                    beside=beside,
                 )
             )
         except psycopg.Error as error:
