@@ -37,6 +37,11 @@ def backoff(unanswered: int) -> float:
     return min(MAX_BACKOFF_SECONDS, 0.02 * 2 ** min(unanswered, 6)) if unanswered else 0.0
 
 
+def in_doubt_streak(unanswered: int, outcome: str) -> int:
+    """The count of operations in a row left in doubt, after one more that ended `outcome`."""
+    return unanswered + 1 if outcome == INDETERMINATE else 0
+
+
 class WalletBehaviour:
     """The credit/debit/transfer tasks, shared by the FastHttpUser and HttpUser flavours and the
     hot-wallet user; subclasses say which pool they spend and whether refusals are expected.
@@ -93,8 +98,7 @@ class WalletBehaviour:
         if self.pacer is None:
             answer = work()
             if answer is not None:
-                in_doubt = outcome_of(answer.status) == INDETERMINATE
-                self.unanswered = self.unanswered + 1 if in_doubt else 0
+                self.unanswered = in_doubt_streak(self.unanswered, outcome_of(answer.status))
         else:
             self.pacer.arrive(f"/wallets/[id]/{kind}", work)
 
@@ -162,8 +166,9 @@ class ReadYourWritesUser(FastHttpUser):
         """Whether the write was acknowledged (then it is read back); counts the in-doubt."""
         if answer is None:
             return False
-        self.unanswered = self.unanswered + 1 if outcome_of(answer.status) == INDETERMINATE else 0
-        return outcome_of(answer.status) == OK
+        outcome = outcome_of(answer.status)
+        self.unanswered = in_doubt_streak(self.unanswered, outcome)
+        return outcome == OK
 
     def on_start(self) -> None:
         run = getattr(self.environment, "wallet_suite_run", None)
