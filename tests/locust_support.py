@@ -114,6 +114,49 @@ def run_headless(
     return LocustRun(completed.returncode, completed.stdout, completed.stderr, stats_file)
 
 
+@dataclass
+class StartedLocust:
+    """A `locust --headless` process started by start_headless, its output going to files."""
+
+    process: subprocess.Popen
+    stdout: Path
+    stderr: Path
+    stats_file: Path | None
+
+    def finish(self, timeout: float = 90.0) -> LocustRun:
+        """Wait for it to exit (killed after timeout) and read what it wrote."""
+        try:
+            self.process.wait(timeout=timeout)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+        return LocustRun(
+            self.process.returncode,
+            self.stdout.read_text(),
+            self.stderr.read_text(),
+            self.stats_file,
+        )
+
+
+def start_headless(*args: str, tmp_path: Path, stats: bool = True) -> StartedLocust:
+    """run_headless without the wait: for runs that are independent of each other (bad input
+    that must stop before any load), started together so they overlap their start-up."""
+    stats_base = tmp_path / "stats"
+    extra = ["--json-file", str(stats_base)] if stats else []
+    out, err = tmp_path / "locust-stdout.txt", tmp_path / "locust-stderr.txt"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        process = subprocess.Popen(
+            locust_command("--headless", *args, *extra),
+            cwd=PROJECT_ROOT,
+            env=locust_env(),
+            stdout=stdout,
+            stderr=stderr,
+            stdin=subprocess.DEVNULL,
+        )
+    return StartedLocust(process, out, err, stats_base.with_suffix(".json") if stats else None)
+
+
 class WebUI:
     """One `locust` process with its web UI, and a tiny HTTP client for it."""
 

@@ -19,6 +19,7 @@ from tests.locust_support import (
     locust_command,
     locust_env,
     run_headless,
+    start_headless,
 )
 from tests.polling import wait_until
 from wallet_users.record import OK, RunRecord
@@ -127,17 +128,33 @@ BAD_INPUTS = {
 }
 
 
-@pytest.mark.parametrize(("args", "message"), BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
-def test_bad_input_exits_2_with_one_line_and_no_traceback_before_any_load(
-    args: list[str], message: str, tmp_path: Path
-) -> None:
+@pytest.fixture(scope="module")
+def bad_input_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
+    """Every BAD_INPUTS case started at once (each is its own process that must stop before
+    any load; together they overlap their start-up): case -> (process, message, report dir)."""
     closed = str(closed_port())
-    args = [arg.replace("{closed}", closed) for arg in args]
-    message = message.replace("{closed}", closed)
-    if "--host" not in args:  # never the embedded target: a bad option must stop before it
-        args += ["--host", f"http://127.0.0.1:{closed}"]
-    report_dir = tmp_path / "reports"
-    run = run_headless(*LOAD, "--report-dir", str(report_dir), *args, tmp_path=tmp_path, timeout=60)
+    started = {}
+    for case, (args, message) in BAD_INPUTS.items():
+        args = [arg.replace("{closed}", closed) for arg in args]
+        if "--host" not in args:  # never the embedded target: a bad option must stop before it
+            args += ["--host", f"http://127.0.0.1:{closed}"]
+        tmp_path = tmp_path_factory.mktemp("bad-input")
+        report_dir = tmp_path / "reports"
+        process = start_headless(*LOAD, "--report-dir", str(report_dir), *args, tmp_path=tmp_path)
+        started[case] = (process, message.replace("{closed}", closed), report_dir)
+    yield started
+    for process, _, _ in started.values():
+        if process.process.poll() is None:
+            process.process.kill()
+            process.process.wait()
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_exits_2_with_one_line_and_no_traceback_before_any_load(
+    case: str, bad_input_runs: dict[str, tuple]
+) -> None:
+    started, message, report_dir = bad_input_runs[case]
+    run = started.finish(timeout=60)
     assert run.returncode == 2, run.explain()
     assert "Traceback" not in run.output, run.explain()
     errors = [line for line in run.output.splitlines() if message in line]
@@ -256,16 +273,18 @@ def test_the_run_time_counts_from_the_end_of_seeding_so_a_long_seeding_still_loa
 ) -> None:
     """Locust's --run-time timer starts with the test, before test_start has seeded: a seeding
     longer than -t used to take the whole run, send nothing and pass. Now the load gets its -t."""
-    service = reference_wallet()
+    # every commit held 100 ms: 300 wallets seed in seconds (2,000 at full speed took 29 s of
+    # the suite's time with their drain and check)
+    service = reference_wallet("", ["--slow-commit-ms", "100", "--slow-commit-share", "1"])
     run = run_headless(
-        *("-u", "4", "-r", "4", "-t", "1s", "--only-summary", "--wallets", "2000"),
+        *("-u", "4", "-r", "4", "-t", "1s", "--only-summary", "--wallets", "300"),
         *("--host", service.url, "--pg-dsn", service.dsn, "--settle-timeout", "30"),
         *("--report-dir", str(tmp_path / "reports")),
         tmp_path=tmp_path,
         timeout=120,
     )
     assert run.returncode == 0, run.explain()
-    seeded = re.search(r"^wallets: 2000/2000 created \(100\.0%\) in ([\d.]+)s", run.output, re.M)
+    seeded = re.search(r"^wallets: 300/300 created \(100\.0%\) in ([\d.]+)s", run.output, re.M)
     assert seeded, run.explain()
     assert float(seeded.group(1)) > 1.0, "the seeding did not outlast -t: nothing shown"
     assert summary_figure(run, r"^operations: (\d+) ok") > 0, run.explain()
@@ -287,8 +306,12 @@ def test_a_run_stopped_while_seeding_fails_saying_so_with_exit_code_1(
     with (tmp_path / "out").open("w+") as out, (tmp_path / "err").open("w+") as err:
         locust = subprocess.Popen(args, cwd=PROJECT_ROOT, env=locust_env(), stdout=out, stderr=err)
         try:
+            # the line that says seeding has begun; its first progress line comes 4,000
+            # wallets later, which took 14-59 s of the suite's time
             wait_until(
-                lambda: "seeding wallets: " in (tmp_path / "err").read_text(), 60, "the seeding"
+                lambda: " wallets (shard 1 of 1) at " in (tmp_path / "err").read_text(),
+                60,
+                "the seeding",
             )
             locust.send_signal(signal.SIGTERM)
             returncode = locust.wait(timeout=60)

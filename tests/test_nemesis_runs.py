@@ -17,7 +17,14 @@ from pathlib import Path
 import pytest
 
 from reference_wallet.launcher import free_port
-from tests.locust_support import PROJECT_ROOT, LocustRun, closed_port, locust_command, locust_env
+from tests.locust_support import (
+    PROJECT_ROOT,
+    LocustRun,
+    closed_port,
+    locust_command,
+    locust_env,
+    start_headless,
+)
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -90,32 +97,49 @@ BUILT_IN = {
     "pause-postgres": ":duration=1s",
     "drop-connections": "",
 }
+# Every built-in fault, two or three to a run, each due well after the one before has healed
+# (one Locust run costs about 10 s of the suite's time, a fault about 1-4 s): the slow ones last.
+ONE_AFTER_ANOTHER = (
+    ("kill-service", "restart-postgres-immediate"),
+    ("pause-postgres", "kill-projectors"),
+    ("drop-connections", "restart-postgres-fast", "restart-projectors"),
+)
+SPACING = 3.0  # seconds between the faults of one run
 
 
-@pytest.mark.parametrize("fault", BUILT_IN)
-def test_each_built_in_fault_alone_ends_valid_with_its_recovery_and_failures_only_around_it(
-    fault: str, tmp_path: Path
+def test_every_built_in_fault_is_in_one_of_the_runs() -> None:
+    assert sorted(f for group in ONE_AFTER_ANOTHER for f in group) == sorted(BUILT_IN)
+
+
+@pytest.mark.parametrize("faults", ONE_AFTER_ANOTHER, ids="+".join)
+def test_each_built_in_fault_ends_valid_with_its_recovery_and_failures_only_around_it(
+    faults: tuple[str, ...], tmp_path: Path
 ) -> None:
-    run = run_with_faults(
-        tmp_path, f"{fault}:first=1.5s:every=60s:count=1{BUILT_IN[fault]}", seconds=5
+    spec = ",".join(
+        f"{fault}:first={1.5 + SPACING * k}s:every=60s:count=1{BUILT_IN[fault]}"
+        for k, fault in enumerate(faults)
     )
+    run = run_with_faults(tmp_path, spec, seconds=int(1.5 + SPACING * len(faults)) + 1)
     locust = run.locust
     assert "Traceback" not in locust.output, run.explain()
     assert locust.returncode == 0, run.explain()
     assert locust.verdict() == "PASS", run.explain()
-    (event,) = run.faults
-    assert event["fault"] == fault and not event["error"], event
-    assert 1.0 <= event["started_at"] <= 2.5, event
-    assert event["answered_after"] is not None, event
-    assert event["caught_up_after"] is not None, event
-    assert run.report["status"] == "valid" and run.report["faults"] == run.faults
+    assert [event["fault"] for event in run.faults] == list(faults), run.faults
+    assert 1.0 <= run.faults[0]["started_at"] <= 2.5, run.faults[0]
     stats = locust.stats()
-    assert stats[("NEMESIS", fault)]["num_requests"] == 1, run.explain()
-    assert stats[("NEMESIS", fault)]["num_failures"] == 0, run.explain()
-    assert ("NEMESIS", f"{fault} (2xx again)") in stats, run.explain()
-    assert ("NEMESIS", f"{fault} (caught up)") in stats, run.explain()
+    for event in run.faults:
+        fault = event["fault"]
+        assert not event["error"], event
+        assert event["answered_after"] is not None, event
+        assert event["caught_up_after"] is not None, event
+        assert stats[("NEMESIS", fault)]["num_requests"] == 1, run.explain()
+        assert stats[("NEMESIS", fault)]["num_failures"] == 0, run.explain()
+        assert ("NEMESIS", f"{fault} (2xx again)") in stats, run.explain()
+        assert ("NEMESIS", f"{fault} (caught up)") in stats, run.explain()
+    assert run.report["status"] == "valid" and run.report["faults"] == run.faults
+    counts = ", ".join(f"{fault} x1" for fault in faults)
     assert locust.lines_starting(
-        f"faults: 1 injected ({fault} x1; nemesis seed 1); all over before the check"
+        f"faults: {len(faults)} injected ({counts}; nemesis seed 1); all over before the check"
     ), run.explain()
     assert failures_apart_from(run) == [], run.explain()
     for name in MUTATIONS:
@@ -295,24 +319,32 @@ BAD = {
 }
 
 
-@pytest.mark.parametrize(("args", "message"), BAD.values(), ids=BAD.keys())
-def test_a_bad_nemesis_exits_2_with_one_line_before_any_load(
-    args: list[str], message: str, module_reference_wallet, tmp_path: Path
-) -> None:
-    args = [a.replace("{host}", module_reference_wallet.url) for a in args]
-    if "--host" not in args:  # never the embedded target: the spec must stop before it
-        args += ["--host", f"http://127.0.0.1:{closed_port()}"]
-    reports = tmp_path / "reports"
-    completed = subprocess.run(
-        locust_command("--headless", *LOAD, "-t", "5s", "--report-dir", str(reports), *args),
-        cwd=PROJECT_ROOT,
-        env=locust_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
-    run = LocustRun(completed.returncode, completed.stdout, completed.stderr)
+@pytest.fixture(scope="module")
+def bad_nemesis_runs(module_reference_wallet, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Every BAD case started at once (each must stop before any load; together they overlap
+    their start-up): case -> (process, message, report dir)."""
+    started = {}
+    for case, (args, message) in BAD.items():
+        args = [a.replace("{host}", module_reference_wallet.url) for a in args]
+        if "--host" not in args:  # never the embedded target: the spec must stop before it
+            args += ["--host", f"http://127.0.0.1:{closed_port()}"]
+        tmp_path = tmp_path_factory.mktemp("bad-nemesis")
+        reports = tmp_path / "reports"
+        process = start_headless(
+            *LOAD, "-t", "5s", "--report-dir", str(reports), *args, tmp_path=tmp_path, stats=False
+        )
+        started[case] = (process, message, reports)
+    yield started
+    for process, _, _ in started.values():
+        if process.process.poll() is None:
+            process.process.kill()
+            process.process.wait()
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_a_bad_nemesis_exits_2_with_one_line_before_any_load(case: str, bad_nemesis_runs) -> None:
+    started, message, reports = bad_nemesis_runs[case]
+    run = started.finish(timeout=60)
     assert run.returncode == 2, run.explain()
     assert "Traceback" not in run.output, run.explain()
     assert [line for line in run.output.splitlines() if message in line] == [
