@@ -519,23 +519,15 @@ def _ledger(
     # The metadata is read below the window: sorting the whole jsonb with each entry made the
     # sort three times wider and spill to disk.
     query = sql.SQL(
-        """WITH {run}, hv AS MATERIALIZED (
-    SELECT n, version, count(*) AS checked, min(cents) AS low, max(cents) AS high
-      FROM ({snapshots}) AS h GROUP BY n, version
-), hn AS (
-    SELECT n, sum(checked) AS checked FROM hv GROUP BY n
-), l0 AS (
+        """WITH {run}, l AS (
     SELECT r.n AS wallet, {id} AS entry, {createdAt} AS created, {balanceBefore} AS before,
            {balanceAfter} AS after, {signed} AS signed,
            ({metadata} ->> 'eventVersion')::integer AS version,
            hashtextextended({metadata} ->> 'eventId', 0) AS event_hash
       FROM {table} AS l JOIN run_wallets AS r ON r.id = {walletId}
     OFFSET 0  -- computed here, below the sort
-), l AS (
-    SELECT l0.*, hv.checked AS h_checked, hv.low AS h_low, hv.high AS h_high
-      FROM l0 LEFT JOIN hv ON hv.n = l0.wallet AND hv.version = l0.version
 ), e AS (
-    SELECT wallet, entry, before, after, signed, event_hash, h_checked, h_low, h_high,
+    SELECT wallet, entry, before, after, signed, event_hash, version,
            lag(after) OVER w AS prev_after,
            row_number() OVER w AS position,
            lead(true) OVER w IS NULL AS is_last,
@@ -543,18 +535,15 @@ def _ledger(
            (version IS NULL AND (created = lag(created) OVER w OR created = lead(created) OVER w))
                AS tied,
            version IS NULL AS unversioned,
-           -- the only entry of its version
-           (lag(version) OVER w IS DISTINCT FROM version
-               AND lead(version) OVER w IS DISTINCT FROM version) AS alone
+           -- another entry of the same version
+           (lag(version) OVER w = version OR lead(version) OVER w = version) AS shared
       FROM l
     WINDOW w AS (PARTITION BY wallet ORDER BY version, created, entry)
 ), flagged AS (
     SELECT *, (prev_after IS NOT NULL AND before <> prev_after) AS chain_break,
-              (after <> before + signed) AS arithmetic_break,
-              (h_checked IS NOT NULL AND NOT (alone AND h_low = h_high AND h_low = after * 100))
-                  AS unsure
+              (after <> before + signed) AS arithmetic_break
       FROM e
-), g AS (
+), g AS MATERIALIZED (
 SELECT wallet, count(*) AS entries, sum(signed) AS total,
        max(after) FILTER (WHERE is_last) AS last_after,
        max(before) FILTER (WHERE position = 1) AS first_before,
@@ -566,18 +555,34 @@ SELECT wallet, count(*) AS entries, sum(signed) AS total,
             FILTER (WHERE arithmetic_break))[1:1] AS arith_ex,
        count(*) FILTER (WHERE tied) AS tied, count(*) FILTER (WHERE unversioned) AS unversioned,
        count(event_hash) > count(DISTINCT event_hash) AS twice,
-       count(*) FILTER (WHERE unsure) AS unsure, coalesce(sum(h_checked), 0) AS attached
+       -- one entry per version from the lowest to the highest: the balance after version v is
+       -- afters[v - first_version + 1], and a version outside them has no entry
+       coalesce(count(*) = max(version) - min(version) + 1 AND NOT bool_or(shared), false)
+           AS contiguous,
+       min(version) AS first_version,
+       array_agg(after ORDER BY position) AS afters
   FROM flagged GROUP BY wallet
+), compared AS (
+    SELECT h.n, h.version, h.cents, g.contiguous,
+           g.afters[h.version - g.first_version + 1] AS low
+      FROM ({snapshots}) AS h LEFT JOIN g ON g.wallet = h.n
+), hc AS (
+    SELECT n, count(*) AS checked, count(*) FILTER (WHERE bad) AS mismatched,
+           (array_agg(ARRAY[version::text, cents::text, low::text] ORDER BY version)
+                FILTER (WHERE bad))[1:1] AS first,
+           coalesce(bool_and(contiguous), false) AS exact
+      FROM (SELECT *, (low IS NULL OR low * 100 <> cents) AS bad FROM compared) AS c
+     GROUP BY n
 )
-SELECT coalesce(g.wallet, hn.n), g.entries, g.total, g.last_after, g.first_before, g.lowest,
+SELECT coalesce(g.wallet, hc.n), g.entries, g.total, g.last_after, g.first_before, g.lowest,
        g.chains, g.ariths, g.chain_ex, g.arith_ex, g.tied, g.unversioned, g.twice,
-       hn.checked, g.unsure = 0 AND g.attached = hn.checked
-  FROM g FULL JOIN hn ON hn.n = g.wallet"""
+       hc.checked, hc.mismatched, hc.first, hc.exact
+  FROM g FULL JOIN hc ON hc.n = g.wallet"""
     ).format(run=RUN_POSITIONS, snapshots=sql.SQL(SNAPSHOT_ROWS), **c)
     ids = params["wallet_ids"]
     summaries = {}
     doubled = []
-    screened: dict[str, int | None] = {}
+    screened: dict[str, SnapshotCheck | None] = {}
     # Without statistics on the arrays the planner sorts the million snapshots and entries for
     # merge joins; hash joins cost less. fetchall loads every row in one call (iterating the
     # cursor cost about 10 us per row).
@@ -600,11 +605,15 @@ SELECT coalesce(g.wallet, hn.n), g.entries, g.total, g.last_after, g.first_befor
             unversioned,
             twice,
             checked,
-            clean,
+            mismatched,
+            first,
+            exact,
         ) = row
         wallet = ids[n - 1]
         if checked is not None:
-            screened[wallet] = int(checked) if clean else None
+            screened[wallet] = (
+                SnapshotCheck(checked, mismatched, _first_mismatch(first)) if exact else None
+            )
         if entries is None:
             continue  # snapshots, no entry
         summaries[wallet] = LedgerSummary(
@@ -825,12 +834,8 @@ def _check_snapshots(
             " version has no entry to compare with"
         )
         return
-    checks = {
-        wallet: SnapshotCheck(checked, 0, None)
-        for wallet, checked in screened.items()
-        if checked is not None
-    }
-    unsure = [wallet for wallet, checked in screened.items() if checked is None]
+    checks = {wallet: check for wallet, check in screened.items() if check is not None}
+    unsure = [wallet for wallet, check in screened.items() if check is None]
     if unsure:
         checks.update(_compare_snapshots(conn, schema, unsure, params["wallet_ids"], history))
     facts.snapshots = checks
@@ -872,16 +877,16 @@ SELECT n, count(*), count(*) FILTER (WHERE bad),
     rows = conn.execute(query, params, binary=True).fetchall()
     conn.execute("SET LOCAL enable_mergejoin = on")
     for n, checked, mismatched, first in rows:
-        example = None
-        if first:
-            version, cents, low = first[0]
-            example = (
-                int(version),
-                Decimal(int(cents)) / 100,
-                Decimal(low) if low is not None else None,
-            )
-        checks[all_ids[n - 1]] = SnapshotCheck(checked, mismatched, example)
+        checks[all_ids[n - 1]] = SnapshotCheck(checked, mismatched, _first_mismatch(first))
     return checks
+
+
+def _first_mismatch(first: list | None) -> tuple[int, Decimal, Decimal | None] | None:
+    """SnapshotCheck.first from the query's [[version, cents, ledger's balanceAfter]]."""
+    if not first:
+        return None
+    version, cents, low = first[0]
+    return int(version), Decimal(int(cents)) / 100, Decimal(low) if low is not None else None
 
 
 def _details(
