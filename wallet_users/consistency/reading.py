@@ -527,7 +527,7 @@ def _ledger(
       FROM {table} AS l JOIN run_wallets AS r ON r.id = {walletId}
     OFFSET 0  -- computed here, below the sort
 ), e AS (
-    SELECT wallet, entry, before, after, signed, event_hash, version,
+    SELECT wallet, entry, created, before, after, signed, event_hash, version,
            lag(after) OVER w AS prev_after,
            row_number() OVER w AS position,
            lead(true) OVER w IS NULL AS is_last,
@@ -549,10 +549,12 @@ SELECT wallet, count(*) AS entries, sum(signed) AS total,
        max(before) FILTER (WHERE position = 1) AS first_before,
        least(min(before), min(after)) AS lowest,
        count(*) FILTER (WHERE chain_break) AS chains, count(*) FILTER (WHERE arithmetic_break) AS ariths,
-       (array_agg(ARRAY[entry::text, before::text, prev_after::text] ORDER BY position)
-            FILTER (WHERE chain_break))[1:1] AS chain_ex,
-       (array_agg(ARRAY[entry::text, before::text, signed::text, after::text] ORDER BY position)
-            FILTER (WHERE arithmetic_break))[1:1] AS arith_ex,
+       -- in the window's order, as the rows come (position's order, spelt out so that the
+       -- planner sees it: no sort per wallet and aggregate)
+       (array_agg(ARRAY[entry::text, before::text, prev_after::text]
+                  ORDER BY version, created, entry) FILTER (WHERE chain_break))[1:1] AS chain_ex,
+       (array_agg(ARRAY[entry::text, before::text, signed::text, after::text]
+                  ORDER BY version, created, entry) FILTER (WHERE arithmetic_break))[1:1] AS arith_ex,
        count(*) FILTER (WHERE tied) AS tied, count(*) FILTER (WHERE unversioned) AS unversioned,
        count(event_hash) > count(DISTINCT event_hash) AS twice,
        -- one entry per version from the lowest to the highest: the balance after version v is
@@ -560,7 +562,7 @@ SELECT wallet, count(*) AS entries, sum(signed) AS total,
        coalesce(count(*) = max(version) - min(version) + 1 AND NOT bool_or(shared), false)
            AS contiguous,
        min(version) AS first_version,
-       array_agg(after ORDER BY position) AS afters
+       array_agg(after ORDER BY version, created, entry) AS afters
   FROM flagged GROUP BY wallet
 ), compared AS (
     SELECT h.n, h.version, h.cents, g.contiguous,
@@ -568,8 +570,8 @@ SELECT wallet, count(*) AS entries, sum(signed) AS total,
       FROM ({snapshots}) AS h LEFT JOIN g ON g.wallet = h.n
 ), hc AS (
     SELECT n, count(*) AS checked, count(*) FILTER (WHERE bad) AS mismatched,
-           (array_agg(ARRAY[version::text, cents::text, low::text] ORDER BY version)
-                FILTER (WHERE bad))[1:1] AS first,
+           -- the lowest version's: an order-free aggregate, so hashed (no sort of a million rows)
+           min(ARRAY[version, cents, low]) FILTER (WHERE bad) AS first,
            coalesce(bool_and(contiguous), false) AS exact
       FROM (SELECT *, (low IS NULL OR low * 100 <> cents) AS bad FROM compared) AS c
      GROUP BY n
@@ -877,15 +879,17 @@ SELECT n, count(*), count(*) FILTER (WHERE bad),
     rows = conn.execute(query, params, binary=True).fetchall()
     conn.execute("SET LOCAL enable_mergejoin = on")
     for n, checked, mismatched, first in rows:
-        checks[all_ids[n - 1]] = SnapshotCheck(checked, mismatched, _first_mismatch(first))
+        checks[all_ids[n - 1]] = SnapshotCheck(
+            checked, mismatched, _first_mismatch(first[0] if first else None)
+        )
     return checks
 
 
 def _first_mismatch(first: list | None) -> tuple[int, Decimal, Decimal | None] | None:
-    """SnapshotCheck.first from the query's [[version, cents, ledger's balanceAfter]]."""
+    """SnapshotCheck.first from the query's [version, cents, ledger's balanceAfter]."""
     if not first:
         return None
-    version, cents, low = first[0]
+    version, cents, low = first
     return int(version), Decimal(int(cents)) / 100, Decimal(low) if low is not None else None
 
 
