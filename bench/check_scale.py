@@ -304,6 +304,8 @@ class CpuSpent:
 # The check's queries, in the order read_facts runs them (backlog is wait_for_drain's poll). The
 # duplicate referenceIds are not read where a unique index proves there are none (the contract's
 # schema has it), and the duplicate events are read only for wallets the ledger pass flagged.
+# The ledger pass compares the snapshots too: _check_snapshots reads only the wallets it could
+# not compare (none on the generated, clean data).
 QUERIES = (
     "backlog",
     "_write_side",
