@@ -304,6 +304,8 @@ class CpuSpent:
 # The check's queries, in the order read_facts runs them (backlog is wait_for_drain's poll). The
 # duplicate referenceIds are not read where a unique index proves there are none (the contract's
 # schema has it), and the duplicate events are read only for wallets the ledger pass flagged.
+# The ledger pass compares the snapshots too: _check_snapshots reads only the wallets it could
+# not compare (none on the generated, clean data).
 QUERIES = (
     "backlog",
     "_write_side",
@@ -331,9 +333,14 @@ def per_query(
 
     ids = wallets_in_scope(record)
     schema = Schema()
-    params = {"ids": reading.PackedArray.of_text(ids), "consumers": list(CONSUMERS)}
-    snapshots = reading._history_params(history) if history else None
+    params = {
+        "ids": reading.PackedArray.of_text(ids),
+        "consumers": list(CONSUMERS),
+        "wallet_ids": ids,
+    }
+    snapshots = reading._history_params(history, ids) if history else None
     facts = Facts(ledger={})
+    screened: dict = {}
     timings = {}
     with psycopg.connect(dsn, autocommit=True) as conn:
         reading._register(conn)
@@ -353,7 +360,10 @@ def per_query(
             elif name == "_check_snapshots":
                 if snapshots:
                     with conn.transaction():  # its SET LOCAL
-                        reading._check_snapshots(conn, schema, params, facts, snapshots)
+                        reading._check_snapshots(conn, schema, params, facts, snapshots, screened)
+            elif name == "_ledger":
+                with conn.transaction():  # its SET LOCAL
+                    _, _, screened = reading._ledger(conn, schema, params, snapshots)
             elif name == "_lag":
                 with conn.transaction():  # its SET LOCAL
                     reading._lag(conn, schema, params)

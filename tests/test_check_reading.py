@@ -190,6 +190,20 @@ def both_readings(dsn: str, record, history):
     return facts["before"], facts["now"]
 
 
+def screened(dsn: str, record, history) -> dict:
+    """The ledger pass's snapshot comparison: wallet -> its SnapshotCheck, or None where the
+    snapshots are left to be compared one by one."""
+    ids = wallets_in_scope(record)
+    params = {"ids": reading_now.PackedArray.of_text(ids), "wallet_ids": ids}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        reading_now._register(conn)
+        with conn.transaction():
+            _, _, found = reading_now._ledger(
+                conn, Schema(), params, reading_now._history_params(history, ids)
+            )
+    return found
+
+
 def assert_same_facts(before, now) -> list[str]:
     """Every fact equal, lists in any order (the queries' ORDER BY ... LIMIT leaves ties
     unordered); the lag's count and max equal, its percentiles within the stated bound."""
@@ -244,12 +258,19 @@ def test_the_faster_reading_reads_the_same_facts_on_a_corrupted_database(
     history = history_in_segments(tmp_path)
     clean_before, clean_now = both_readings(database_dsn, record, history)
     assert assert_same_facts(clean_before, clean_now) == ["duplicate referenceIds"]
+    # one entry per version: every wallet's snapshots compared in the ledger pass itself
+    assert None not in screened(database_dsn, record, history).values()
 
     free = corrupt(database_dsn, WITH_CONSTRAINTS, 0)
     before, now = both_readings(database_dsn, record, history)
     assert assert_same_facts(before, now) == ["duplicate referenceIds"]
     assert now.duplicate_event_entries and now.transfer_imbalances  # the folded checks found them
     assert any(s.mismatched for s in now.snapshots.values())
+    # the ledger pass compared the snapshots of wallets with one entry per version itself, their
+    # mismatches too, and left the others (a duplicate, a gap) to the exact comparison
+    screen = screened(database_dsn, record, history)
+    assert any(check is None for check in screen.values())
+    assert any(check is not None and check.mismatched for check in screen.values())
     same_report(record, before, now)
     # run_check end to end (its violations found once) against the reading before, both reading
     # the rows of the wallets the checker names

@@ -131,7 +131,7 @@ def run_check(
             )
         except psycopg.Error as error:
             raise CheckError(f"query failed: {str(error).strip().splitlines()[0]}") from None
-    report = check_consistency(record, facts, schema, target, found=found)
+    report = check_consistency(record, facts, schema, target, found=found, wallets=wallet_ids)
     report.settle = settle
     report.seconds = time.monotonic() - started
     return report

@@ -391,6 +391,8 @@ def _stalls_take_their_late_commits(evidence: dict[str, Evidence]) -> None:
 
 def attribute_causes(record: RunRecord, facts: Facts, violations: list[Violation]) -> list[Cause]:
     """Each violation's causes (set on it), and the causes, ordered by how much they explain."""
+    if not violations:
+        return []  # nothing to explain: not even the run-wide evidence, a pass over every wallet
     by_kind: dict[str, set[str]] = defaultdict(set)
     for violation in violations:
         if violation.wallet_id:

@@ -28,12 +28,14 @@ def check_consistency(
     target: str = "",
     *,
     found: list[Violation] | None = None,
+    wallets: list[str] | None = None,
 ) -> ConsistencyReport:
     """`found`: find_violations of the same record and facts, when the caller has them already
-    (run_check does, from choosing the wallets to read in detail): not found twice."""
+    (run_check does, from choosing the wallets to read in detail): not found twice; `wallets`:
+    wallets_in_scope(record), likewise."""
     schema = schema or Schema()
     report = ConsistencyReport(status=VALID, run_id=record.run_id, target=target)
-    wallets = wallets_in_scope(record)
+    wallets = wallets_in_scope(record) if wallets is None else wallets
     report.unverified_wallets = sorted(record.unverified & set(wallets))
     _note_skipped(report, facts)
     if found is None:

@@ -283,8 +283,12 @@ def read_facts(
     facts = Facts(tables_missing=missing_tables(conn, schema))
     _register(conn)
     wallet_ids = list(wallet_ids)
-    params = {"ids": PackedArray.of_text(wallet_ids), "consumers": list(CONSUMERS)}
-    snapshots = _history_params(history) if history else None
+    params = {
+        "ids": PackedArray.of_text(wallet_ids),
+        "consumers": list(CONSUMERS),
+        "wallet_ids": wallet_ids,
+    }
+    snapshots = _history_params(history, wallet_ids) if history else None
     unique = unique_constraints(conn, schema)
     outbox: _Beside | None = None
     conn.autocommit = False
@@ -308,7 +312,7 @@ def read_facts(
             if have("wallets_read_model"):
                 facts.read_model = _read_model(conn, schema, params)
             if have("ledger_entries"):
-                facts.ledger, doubled = _ledger(conn, schema, params)
+                facts.ledger, doubled, screened = _ledger(conn, schema, params, snapshots)
                 if "ledger_entries.referenceId" in unique:
                     facts.duplicate_references = []
                     facts.proved_by_constraint["duplicate referenceIds"] = unique[
@@ -324,7 +328,7 @@ def read_facts(
                     else []
                 )
                 facts.transfer_imbalances = _transfer_imbalances(conn, schema, params)
-                _check_snapshots(conn, schema, params, facts, snapshots)
+                _check_snapshots(conn, schema, params, facts, snapshots, screened)
             if have("outbox", "outbox_consumer_processing"):
                 facts.outbox, facts.lag = (
                     outbox.result()
@@ -463,11 +467,52 @@ def _ledger_columns(schema: Schema) -> dict[str, sql.Composable]:
     return cols
 
 
-def _ledger(conn, schema: Schema, params) -> tuple[dict[str, LedgerSummary], list[str]]:
+# The run's wallets with their 1-based position n in the ids array, for the passes that sort or
+# group by wallet: integers sort and hash faster than the ids, and rows come back keyed by n.
+RUN_POSITIONS = sql.SQL(
+    "run_wallets(id, n) AS (SELECT unnest(%(ids)b::text[]), generate_series(1, cardinality(%(ids)b::text[])))"
+)
+# No history: the ledger pass's snapshot screen then joins nothing.
+NO_HISTORY = {
+    "h_n": PackedArray.of_int4([]),
+    "h_bases": PackedArray.of_int4([]),
+    "h_starts": PackedArray.of_int8([]),
+    "h_idx": PackedArray.of_int4([]),
+    "h_ver": PackedArray.of_int4([]),
+    "h_cents": PackedArray.of_int8([]),
+    "h_kind": PackedArray.of_int4([]),
+}
+# The acknowledged snapshots (history.RECORD columns) as rows: the wallet's position in the run's
+# ids (h_n maps each history wallet to it, 0 for none: no join of a million rows on the ids),
+# the version, the balance in cents. The arrays unnest in step in select lists (a
+# ProjectSet), not WITH ORDINALITY, which first copies a million rows into a tuplestore.
+SNAPSHOT_ROWS = """
+    SELECT s.n, s.version, s.cents
+      FROM (SELECT (%(h_n)s::int4[])[
+                       idx + (%(h_bases)s::int4[])[width_bucket(ord, %(h_starts)s::int8[])] + 1
+                   ] AS n, version, cents, kind
+              FROM (SELECT unnest(%(h_idx)s::int4[]) AS idx, unnest(%(h_ver)s::int4[]) AS version,
+                           unnest(%(h_cents)s::int8[]) AS cents, unnest(%(h_kind)s::int4[]) AS kind,
+                           generate_series(1::bigint, cardinality(%(h_idx)s::int4[])) AS ord) AS r
+           ) AS s
+     WHERE s.n > 0  -- a wallet of the run
+       AND NOT (s.kind = 0 AND s.version = 0)  -- a creation with no initial balance: no entry
+"""
+
+
+def _ledger(
+    conn, schema: Schema, params, history: dict | None = None
+) -> tuple[dict[str, LedgerSummary], list[str], dict[str, int | None]]:
     """Per wallet, in one window pass over its entries in order: the sums, the chain, the
     first and last balances, ties, and whether two of its entries may carry the same event (a
     hash of metadata.eventId seen twice: those wallets alone are then read for the exact
-    duplicates, a collision costing one more small query and never a missed duplicate)."""
+    duplicates, a collision costing one more small query and never a missed duplicate).
+
+    The same pass compares the acknowledged snapshots: where a wallet has one entry per version
+    from its lowest to its highest, its balances by version are an array, and each snapshot
+    joins its wallet's row (100,000 rows, not a million (wallet, version) groups). The third
+    value maps such wallets to their SnapshotCheck, and every other wallet with snapshots (a
+    duplicate version, a gap, no entry) to None: _check_snapshots compares those one by one."""
     c = _ledger_columns(schema)
     # is_last (no next entry in the wallet's order) comes from the same window as the rest: a
     # count(*) over the partition took a second window pass over every entry.
@@ -475,46 +520,82 @@ def _ledger(conn, schema: Schema, params) -> tuple[dict[str, LedgerSummary], lis
     # sort three times wider and spill to disk.
     query = sql.SQL(
         """WITH {run}, l AS (
-    SELECT {walletId} AS wallet, {id} AS entry, {createdAt} AS created, {balanceBefore} AS before,
+    SELECT r.n AS wallet, {id} AS entry, {createdAt} AS created, {balanceBefore} AS before,
            {balanceAfter} AS after, {signed} AS signed,
            ({metadata} ->> 'eventVersion')::integer AS version,
            hashtextextended({metadata} ->> 'eventId', 0) AS event_hash
       FROM {table} AS l JOIN run_wallets AS r ON r.id = {walletId}
     OFFSET 0  -- computed here, below the sort
 ), e AS (
-    SELECT wallet, entry, before, after, signed, event_hash,
+    SELECT wallet, entry, created, before, after, signed, event_hash, version,
            lag(after) OVER w AS prev_after,
            row_number() OVER w AS position,
            lead(true) OVER w IS NULL AS is_last,
            -- no event version and the same createdAt as a neighbour: the order is a guess
            (version IS NULL AND (created = lag(created) OVER w OR created = lead(created) OVER w))
                AS tied,
-           version IS NULL AS unversioned
+           version IS NULL AS unversioned,
+           -- another entry of the same version
+           -- (false, not null, at either end: bool_or below must see a value for every wallet)
+           coalesce(lag(version) OVER w = version OR lead(version) OVER w = version, false)
+               AS shared
       FROM l
     WINDOW w AS (PARTITION BY wallet ORDER BY version, created, entry)
 ), flagged AS (
     SELECT *, (prev_after IS NOT NULL AND before <> prev_after) AS chain_break,
               (after <> before + signed) AS arithmetic_break
       FROM e
+), g AS MATERIALIZED (
+SELECT wallet, count(*) AS entries, sum(signed) AS total,
+       max(after) FILTER (WHERE is_last) AS last_after,
+       max(before) FILTER (WHERE position = 1) AS first_before,
+       least(min(before), min(after)) AS lowest,
+       count(*) FILTER (WHERE chain_break) AS chains, count(*) FILTER (WHERE arithmetic_break) AS ariths,
+       -- in the window's order, as the rows come (position's order, spelt out so that the
+       -- planner sees it: no sort per wallet and aggregate)
+       (array_agg(ARRAY[entry::text, before::text, prev_after::text]
+                  ORDER BY version, created, entry) FILTER (WHERE chain_break))[1:1] AS chain_ex,
+       (array_agg(ARRAY[entry::text, before::text, signed::text, after::text]
+                  ORDER BY version, created, entry) FILTER (WHERE arithmetic_break))[1:1] AS arith_ex,
+       count(*) FILTER (WHERE tied) AS tied, count(*) FILTER (WHERE unversioned) AS unversioned,
+       count(event_hash) > count(DISTINCT event_hash) AS twice,
+       -- one entry per version from the lowest to the highest: the balance after version v is
+       -- afters[v - first_version + 1], and a version outside them has no entry
+       coalesce(count(*) = max(version) - min(version) + 1 AND NOT bool_or(shared), false)
+           AS contiguous,
+       min(version) AS first_version,
+       array_agg(after ORDER BY version, created, entry) AS afters
+  FROM flagged GROUP BY wallet
+), compared AS (
+    SELECT h.n, h.version, h.cents, g.contiguous,
+           g.afters[h.version - g.first_version + 1] AS low
+      FROM ({snapshots}) AS h LEFT JOIN g ON g.wallet = h.n
+), hc AS (
+    SELECT n, count(*) AS checked, count(*) FILTER (WHERE bad) AS mismatched,
+           -- the lowest version's: an order-free aggregate, so hashed (no sort of a million rows)
+           min(ARRAY[version, cents, low]) FILTER (WHERE bad) AS first,
+           coalesce(bool_and(contiguous), false) AS exact
+      FROM (SELECT *, (low IS NULL OR low * 100 <> cents) AS bad FROM compared) AS c
+     GROUP BY n
 )
-SELECT wallet, count(*), sum(signed),
-       max(after) FILTER (WHERE is_last), max(before) FILTER (WHERE position = 1),
-       least(min(before), min(after)),
-       count(*) FILTER (WHERE chain_break), count(*) FILTER (WHERE arithmetic_break),
-       (array_agg(ARRAY[entry::text, before::text, prev_after::text] ORDER BY position)
-            FILTER (WHERE chain_break))[1:1],
-       (array_agg(ARRAY[entry::text, before::text, signed::text, after::text] ORDER BY position)
-            FILTER (WHERE arithmetic_break))[1:1],
-       count(*) FILTER (WHERE tied), count(*) FILTER (WHERE unversioned),
-       count(event_hash) > count(DISTINCT event_hash)
-  FROM flagged GROUP BY wallet"""
-    ).format(run=RUN_WALLETS, **c)
+SELECT coalesce(g.wallet, hc.n), g.entries, g.total, g.last_after, g.first_before, g.lowest,
+       g.chains, g.ariths, g.chain_ex, g.arith_ex, g.tied, g.unversioned, g.twice,
+       hc.checked, hc.mismatched, hc.first, hc.exact
+  FROM g FULL JOIN hc ON hc.n = g.wallet"""
+    ).format(run=RUN_POSITIONS, snapshots=sql.SQL(SNAPSHOT_ROWS), **c)
+    ids = params["wallet_ids"]
     summaries = {}
     doubled = []
-    # fetchall loads every row in one call; iterating the cursor cost about 10 us per row
-    for row in conn.execute(query, params, binary=True).fetchall():
+    screened: dict[str, SnapshotCheck | None] = {}
+    # Without statistics on the arrays the planner sorts the million snapshots and entries for
+    # merge joins; hash joins cost less. fetchall loads every row in one call (iterating the
+    # cursor cost about 10 us per row).
+    conn.execute("SET LOCAL enable_mergejoin = off")
+    rows = conn.execute(query, {**params, **(history or NO_HISTORY)}, binary=True).fetchall()
+    conn.execute("SET LOCAL enable_mergejoin = on")
+    for row in rows:
         (
-            wallet,
+            n,
             entries,
             total,
             last_after,
@@ -527,7 +608,18 @@ SELECT wallet, count(*), sum(signed),
             tied,
             unversioned,
             twice,
+            checked,
+            mismatched,
+            first,
+            exact,
         ) = row
+        wallet = ids[n - 1]
+        if checked is not None:
+            screened[wallet] = (
+                SnapshotCheck(checked, mismatched, _first_mismatch(first)) if exact else None
+            )
+        if entries is None:
+            continue  # snapshots, no entry
         summaries[wallet] = LedgerSummary(
             entries=entries,
             signed_sum=total,
@@ -547,7 +639,7 @@ SELECT wallet, count(*), sum(signed),
         )
         if twice:
             doubled.append(wallet)
-    return summaries, doubled
+    return summaries, doubled, screened
 
 
 def _duplicate_references(conn, schema: Schema, params) -> list[tuple[str, int, str]]:
@@ -703,22 +795,24 @@ def _checkpoints(conn, schema: Schema) -> dict[str, int | None]:
     return {name: last for name, last in conn.execute(query)}
 
 
-def _history_params(history: RunHistory) -> dict[str, PackedArray]:
+def _history_params(history: RunHistory, wallet_ids: Sequence[str]) -> dict[str, PackedArray]:
     """The acknowledged snapshots as binary arrays cut straight from the history's packed
-    records (no Python loop per snapshot), the segments' wallet tables one after the other, and
-    where each segment's records and wallets start."""
-    table: list[str] = []
+    records (no Python loop per snapshot): the segments' wallet tables one after the other as
+    positions in `wallet_ids` (1-based, 0 for a wallet not among them), and where each
+    segment's records and wallets start."""
+    position = {wallet: n for n, wallet in enumerate(wallet_ids, 1)}
+    table: list[int] = []
     bases: list[int] = []
     starts: list[int] = []
     records = bytearray()
     for segment in history.segments:
         bases.append(len(table))
         starts.append(len(records) // RECORD_SIZE + 1)
-        table.extend(segment.wallets)
+        table.extend(position.get(wallet, 0) for wallet in segment.wallets)
         for block in segment.blocks():
             records += block
     return {
-        "h_wallets": PackedArray.of_text(table),
+        "h_n": PackedArray.of_int4(table),
         "h_bases": PackedArray.of_int4(bases),
         "h_starts": PackedArray.of_int8(starts),
         "h_idx": PackedArray.record_field(records, 0, 4, 4),
@@ -728,10 +822,13 @@ def _history_params(history: RunHistory) -> dict[str, PackedArray]:
     }
 
 
-def _check_snapshots(conn, schema: Schema, params, facts: Facts, history: dict | None) -> None:
+def _check_snapshots(
+    conn, schema: Schema, params, facts: Facts, history: dict | None, screened: dict
+) -> None:
     """Every acknowledged snapshot (wallet, version, balance) against the ledger entry of that
     version: per wallet the count, the mismatches and the first one. Only where the ledger keeps
-    event versions; the history travels as binary arrays, the ledger is read once."""
+    event versions. The ledger pass has compared most (`screened`: wallet -> its SnapshotCheck,
+    None where it could not); the others are compared here."""
     if not history:
         return  # nothing acknowledged to compare (or a record saved without its history)
     unversioned = sum(s.unversioned for s in (facts.ledger or {}).values())
@@ -741,52 +838,61 @@ def _check_snapshots(conn, schema: Schema, params, facts: Facts, history: dict |
             " version has no entry to compare with"
         )
         return
+    checks = {wallet: check for wallet, check in screened.items() if check is not None}
+    unsure = [wallet for wallet, check in screened.items() if check is None]
+    if unsure:
+        checks.update(_compare_snapshots(conn, schema, unsure, params["wallet_ids"], history))
+    facts.snapshots = checks
+
+
+def _compare_snapshots(
+    conn, schema: Schema, wallet_ids: list[str], all_ids: list[str], history: dict
+) -> dict[str, SnapshotCheck]:
+    """The snapshots of these wallets against their ledger entries, one by one. The history's
+    wallets map to positions in `all_ids`, the run's wallets: so do these wallets here."""
     c = _ledger_columns(schema)
     query = sql.SQL(
-        # the arrays unnested in step in select lists (a ProjectSet), not WITH ORDINALITY, which
-        # first copies a million rows into a tuplestore: 8-26 % less for the whole query
-        """WITH {run}, h AS (
-    SELECT t.wallet_id, s.version, s.cents
-      FROM (SELECT unnest(%(h_idx)s::int4[]) AS idx, unnest(%(h_ver)s::int4[]) AS version,
-                   unnest(%(h_cents)s::int8[]) AS cents, unnest(%(h_kind)s::int4[]) AS kind,
-                   generate_series(1::bigint, cardinality(%(h_idx)s::int4[])) AS ord) AS s
-      JOIN (SELECT unnest(%(h_wallets)s::text[]) AS wallet_id,
-                   generate_series(1, cardinality(%(h_wallets)s::text[])) AS k) AS t
-        ON t.k = s.idx + (%(h_bases)s::int4[])[width_bucket(s.ord, %(h_starts)s::int8[])] + 1
-      JOIN run_wallets AS r ON r.id = t.wallet_id
-     WHERE NOT (s.kind = 0 AND s.version = 0)  -- a creation with no initial balance: no entry
+        """WITH run_wallets(id, n) AS (SELECT unnest(%(ids)b::text[]), unnest(%(positions)s::int4[])),
+h AS (
+    SELECT h.* FROM ({snapshots}) AS h JOIN run_wallets AS r ON r.n = h.n
 ), e AS (
-    SELECT {walletId} AS wallet_id, ({metadata} ->> 'eventVersion')::integer AS version,
+    SELECT r.n, ({metadata} ->> 'eventVersion')::integer AS version,
            min({balanceAfter}) AS low, max({balanceAfter}) AS high
       FROM {table} AS l JOIN run_wallets AS r ON r.id = {walletId}
      GROUP BY 1, 2
 ), compared AS (
-    SELECT h.wallet_id, h.version, h.cents, e.low,
+    SELECT h.n, h.version, h.cents, e.low,
            (e.low IS NULL OR e.low * 100 <> h.cents OR e.high * 100 <> h.cents) AS bad
-      FROM h LEFT JOIN e ON e.wallet_id = h.wallet_id AND e.version = h.version
+      FROM h LEFT JOIN e ON e.n = h.n AND e.version = h.version
 )
-SELECT wallet_id, count(*), count(*) FILTER (WHERE bad),
+SELECT n, count(*), count(*) FILTER (WHERE bad),
        (array_agg(ARRAY[version::text, cents::text, low::text] ORDER BY version)
             FILTER (WHERE bad))[1:1]
-  FROM compared GROUP BY wallet_id"""
-    ).format(run=RUN_WALLETS, **c)
+  FROM compared GROUP BY n"""
+    ).format(snapshots=sql.SQL(SNAPSHOT_ROWS), **c)
     checks = {}
-    # Misled by the arrays' unknown statistics the planner sorts the million snapshots and the
-    # million (wallet, version) groups for merge joins; hash joins took a quarter less.
-    conn.execute("SET LOCAL enable_mergejoin = off")
-    rows = conn.execute(query, {**params, **history}, binary=True).fetchall()
+    position = {wallet: n for n, wallet in enumerate(all_ids, 1)}
+    params = {
+        "ids": PackedArray.of_text(wallet_ids),
+        "positions": PackedArray.of_int4([position[wallet] for wallet in wallet_ids]),
+        **history,
+    }
+    conn.execute("SET LOCAL enable_mergejoin = off")  # as in _ledger
+    rows = conn.execute(query, params, binary=True).fetchall()
     conn.execute("SET LOCAL enable_mergejoin = on")
-    for wallet, checked, mismatched, first in rows:
-        example = None
-        if first:
-            version, cents, low = first[0]
-            example = (
-                int(version),
-                Decimal(int(cents)) / 100,
-                Decimal(low) if low is not None else None,
-            )
-        checks[wallet] = SnapshotCheck(checked, mismatched, example)
-    facts.snapshots = checks
+    for n, checked, mismatched, first in rows:
+        checks[all_ids[n - 1]] = SnapshotCheck(
+            checked, mismatched, _first_mismatch(first[0] if first else None)
+        )
+    return checks
+
+
+def _first_mismatch(first: list | None) -> tuple[int, Decimal, Decimal | None] | None:
+    """SnapshotCheck.first from the query's [version, cents, ledger's balanceAfter]."""
+    if not first:
+        return None
+    version, cents, low = first
+    return int(version), Decimal(int(cents)) / 100, Decimal(low) if low is not None else None
 
 
 def _details(
