@@ -71,6 +71,7 @@ def snapshots_of(body: Any) -> list[dict]:
 
 
 SNAPSHOT_FIELDS = ("balance", "version")
+REQUEST_NAMES = {kind: f"/wallets/[id]/{kind}" for kind in ("credit", "debit", "transfer")}
 
 
 def answer_differences(first: Any, again: Any) -> str:
@@ -244,7 +245,7 @@ class WalletOperations:
     ) -> Answer:
         """Book the operation as in doubt, send it with a fresh Idempotency-Key, book its answer."""
         body = {"toWalletId": to_id, "amount": int(amount)} if to_id else {"amount": int(amount)}
-        path, name = f"/wallets/{wallet_id}/{kind}", f"/wallets/[id]/{kind}"
+        path, name = f"/wallets/{wallet_id}/{kind}", REQUEST_NAMES[kind]
         key = self.next_key()
         self.record.operation_sent(kind, wallet_id, amount, to_id)
         if self.in_doubt is not None:
