@@ -47,6 +47,7 @@ SUITE_USER_NAMES = ("/wallets/[id]/credit", "/wallets/[id]/debit", "/wallets/[id
 TARGET_SUITE_VS_BARE = 0.95  # issue 11
 TARGET_SUITE_VS_REQUESTS = 3.5
 GENERATOR_CORE, SERVER_CORE = "0", "1"
+TOGETHER_MARGIN_S = 5  # --together: the bare user's extra seconds, covering the suite's seeding
 
 # --- the canned-answer server ------------------------------------------------------------------
 
@@ -272,6 +273,94 @@ class Measurement:
         return max(0.0, self.core_busy[int(GENERATOR_CORE)] - self.generator_cores)
 
 
+@dataclass
+class Job:
+    """One load generator to run: its command, and how to read its per-second request counts
+    once it has exited."""
+
+    name: str
+    command: list[str]
+    per_second_of: Any
+    cwd: Path
+    log_path: Path
+    timeout: float
+
+
+def run_jobs(
+    jobs: list[Job], server: CannedServer, core: str = GENERATOR_CORE
+) -> list[Measurement]:
+    """Run load generators at the same time (usually one), all pinned to core, against the
+    server; each is measured over the whole seconds when all of them were steady."""
+    load_average = os.getloadavg()[0]
+    measurements = [Measurement(job.name, load_average=load_average) for job in jobs]
+    processes = []
+    log_files = [open(job.log_path, "wb") for job in jobs]  # noqa: SIM115 - closed below
+    try:
+        for job, log_file in zip(jobs, log_files, strict=True):
+            command = ["taskset", "-c", core, *job.command] if core else job.command
+            processes.append(
+                subprocess.Popen(command, cwd=job.cwd, stdout=log_file, stderr=subprocess.STDOUT)
+            )
+        pids = {job.name: process.pid for job, process in zip(jobs, processes, strict=True)}
+        timeline = CpuTimeline({**pids, "server": server.process.pid}).start()
+        deadline = time.monotonic() + max(job.timeout for job in jobs)
+        try:
+            for job, process, measurement in zip(jobs, processes, measurements, strict=True):
+                try:
+                    measurement.exit_code = process.wait(max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    measurement.exit_code = process.wait()
+                    measurement.problems.append(
+                        f"{job.name}: still running after {job.timeout:.0f}s, killed"
+                    )
+        finally:
+            timeline.stop()
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        for log_file in log_files:
+            log_file.close()
+    windows = []
+    for job, measurement in zip(jobs, measurements, strict=True):
+        if measurement.exit_code != 0:
+            tail = job.log_path.read_text(errors="replace").strip().splitlines()[-5:]
+            measurement.problems.append(
+                f"{job.name}: exit code {measurement.exit_code}: {' | '.join(tail)}"
+            )
+        try:
+            per_second = job.per_second_of()
+        except (OSError, ValueError, KeyError) as error:
+            measurement.problems.append(f"{job.name}: no per-second counts: {error}")
+            continue
+        window = steady_window(per_second)
+        if window is None:
+            measurement.problems.append(
+                f"{job.name}: too few seconds with requests: {dict(per_second)}"
+            )
+            continue
+        windows.append((measurement, per_second, window))
+    if not windows:
+        return measurements
+    first = max(w[0] for _, _, w in windows)  # the seconds when every generator was steady
+    end = min(w[1] for _, _, w in windows)
+    if end <= first:
+        for measurement, _, _ in windows:
+            measurement.problems.append(f"{measurement.name}: no second when all were steady")
+        return measurements
+    trees, cores = timeline.cores_busy(first, end)
+    for measurement, per_second, _ in windows:
+        measurement.window = (first, end)
+        measurement.requests = sum(per_second.get(s, 0) for s in range(first, end))
+        measurement.rps = measurement.requests / (end - first)
+        measurement.generator_cores = trees.get(measurement.name, 0.0)
+        measurement.server_cores = trees.get("server", 0.0)
+        measurement.core_busy = cores
+    return measurements
+
+
 def run_generator(
     name: str,
     command: list[str],
@@ -283,45 +372,8 @@ def run_generator(
     timeout: float,
     core: str = GENERATOR_CORE,
 ) -> Measurement:
-    """Run one load generator (pinned to core) against a fresh count of the server; per_second_of()
-    reads its per-second request counts once it has exited."""
-    measurement = Measurement(name, load_average=os.getloadavg()[0])
-    if core:
-        command = ["taskset", "-c", core, *command]
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(command, cwd=cwd, stdout=log_file, stderr=subprocess.STDOUT)
-        timeline = CpuTimeline({"generator": process.pid, "server": server.process.pid}).start()
-        try:
-            measurement.exit_code = process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            measurement.exit_code = process.wait()
-            measurement.problems.append(f"{name}: still running after {timeout:.0f}s, killed")
-        finally:
-            timeline.stop()
-    if measurement.exit_code != 0:
-        tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
-        measurement.problems.append(
-            f"{name}: exit code {measurement.exit_code}: {' | '.join(tail)}"
-        )
-    try:
-        per_second = per_second_of()
-    except (OSError, ValueError, KeyError) as error:
-        measurement.problems.append(f"{name}: no per-second counts: {error}")
-        return measurement
-    window = steady_window(per_second)
-    if window is None:
-        measurement.problems.append(f"{name}: too few seconds with requests: {dict(per_second)}")
-        return measurement
-    first, end, requests = window
-    measurement.window = (first, end)
-    measurement.requests = requests
-    measurement.rps = requests / (end - first)
-    trees, cores = timeline.cores_busy(first, end)
-    measurement.generator_cores = trees.get("generator", 0.0)
-    measurement.server_cores = trees.get("server", 0.0)
-    measurement.core_busy = cores
-    return measurement
+    """Run one load generator alone (pinned to core) against the server."""
+    return run_jobs([Job(name, command, per_second_of, cwd, log_path, timeout)], server, core)[0]
 
 
 def locust_per_second(json_path: Path, names: tuple[str, ...] | None = None) -> Counter:
@@ -453,9 +505,9 @@ def suite_load_args(
     ]
 
 
-def measure_suite(
+def suite_job(
     args, server: CannedServer, workdir: Path, index: int, *, tree: Path = PROJECT_ROOT
-) -> Measurement:
+) -> Job:
     name = "suite" if tree == PROJECT_ROOT else "before"
     stats = workdir / f"{name}-{index}"
     command = [
@@ -465,10 +517,9 @@ def measure_suite(
         "WalletUser",
         *suite_load_args(server.url, args.users, args.seconds, args.wallets, workdir, stats),
     ]
-    return run_generator(
+    return Job(
         name,
         command,
-        server,
         lambda: locust_per_second(stats.with_suffix(".json"), SUITE_USER_NAMES),
         cwd=tree,
         log_path=workdir / f"{name}-{index}.log",
@@ -476,10 +527,12 @@ def measure_suite(
     )
 
 
-def measure_bare(args, server: CannedServer, workdir: Path, index: int) -> Measurement:
+def bare_job(args, server: CannedServer, workdir: Path, index: int) -> Job:
     locustfile = workdir / "bare_locustfile.py"
     locustfile.write_text(BARE_LOCUSTFILE)
     stats = workdir / f"bare-{index}"
+    # beside the suite (--together) it runs longer: the suite's seconds start after its seeding
+    seconds = args.seconds + (TOGETHER_MARGIN_S if args.together else 0)
     command = [
         str(LOCUST),
         "-f",
@@ -488,16 +541,15 @@ def measure_bare(args, server: CannedServer, workdir: Path, index: int) -> Measu
         "--only-summary",
         f"-u{args.users}",
         f"-r{args.users}",
-        f"-t{args.seconds}s",
+        f"-t{seconds}s",
         "--host",
         server.url,
         "--json-file",
         str(stats),
     ]
-    return run_generator(
+    return Job(
         "bare",
         command,
-        server,
         lambda: locust_per_second(stats.with_suffix(".json")),
         cwd=workdir,
         log_path=workdir / f"bare-{index}.log",
@@ -505,7 +557,7 @@ def measure_bare(args, server: CannedServer, workdir: Path, index: int) -> Measu
     )
 
 
-def measure_requests(args, server: CannedServer, workdir: Path, index: int) -> Measurement:
+def requests_job(args, server: CannedServer, workdir: Path, index: int) -> Job:
     log_path = workdir / f"requests-{index}.log"
     command = [
         sys.executable,
@@ -527,10 +579,9 @@ def measure_requests(args, server: CannedServer, workdir: Path, index: int) -> M
             raise ValueError(f"{result['errors']} requests failed")
         return Counter({int(k): v for k, v in result["per_second"].items()})
 
-    return run_generator(
+    return Job(
         "requests",
         command,
-        server,
         per_second,
         cwd=workdir,
         log_path=log_path,
@@ -538,17 +589,12 @@ def measure_requests(args, server: CannedServer, workdir: Path, index: int) -> M
     )
 
 
-def measure_before(args, server: CannedServer, workdir: Path, index: int) -> Measurement:
+def before_job(args, server: CannedServer, workdir: Path, index: int) -> Job:
     """The suite of another tree (--before): the same run's figure before a change."""
-    return measure_suite(args, server, workdir, index, tree=args.before)
+    return suite_job(args, server, workdir, index, tree=args.before)
 
 
-GENERATORS = {
-    "suite": measure_suite,
-    "bare": measure_bare,
-    "requests": measure_requests,
-    "before": measure_before,
-}
+GENERATORS = {"suite": suite_job, "bare": bare_job, "requests": requests_job, "before": before_job}
 
 
 # --- seeding against the reference service ---------------------------------------------------------
@@ -803,6 +849,13 @@ def main(argv: list[str] | None = None) -> int:
         help="also run the suite of another checkout (e.g. /work/main) in each round, for a"
         " same-run before/after ratio",
     )
+    parser.add_argument(
+        "--together",
+        action="store_true",
+        help="run each round's generators at the same time, sharing core 0, so that whatever"
+        " else the machine does meanwhile falls on all of them alike (the server's count is then"
+        " theirs together)",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
     if args.command == "serve":
@@ -832,9 +885,14 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 order = list(runs)
                 for index in range(args.repeats):
+                    jobs = [GENERATORS[name](args, server, workdir, index) for name in order]
+                    if args.together:
+                        for measurement in run_jobs(jobs, server):
+                            runs[measurement.name].append(measurement)
+                        continue
                     # alternate the order so that neither generator always runs second
-                    for name in order if index % 2 == 0 else reversed(order):
-                        runs[name].append(GENERATORS[name](args, server, workdir, index))
+                    for job in jobs if index % 2 == 0 else reversed(jobs):
+                        runs[job.name].extend(run_jobs([job], server))
             finally:
                 counts = server.stop()
             for measurement in (m for ms in runs.values() for m in ms):
