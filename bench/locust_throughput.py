@@ -6,11 +6,14 @@ how long seeding 1000 wallets takes against the reference service on embedded Po
     .venv/bin/python bench/locust_throughput.py [--seconds 8] [--repeats 6] [--before TREE] [--json]
     .venv/bin/python bench/locust_throughput.py --only suite,bare   # skip the others
 
-Each load generator runs pinned to core 0 (`taskset -c 0`), the canned server to core 1. Requests
-per second are counted over the whole seconds of the steady part of each run (the first two and
-the last one are dropped) from Locust's --json-file (per-second counts) or the script's own
-counts, and the server's own count is shown beside them. CPU seconds of the generator over the
-same window are sampled too: requests per CPU second do not depend on what else shares core 0.
+Each load generator runs pinned to core 0 (`taskset -c 0`), the canned server to core 1, once
+per round, in alternating order; with --together a round's generators run at the same time,
+sharing core 0, so that the shared machine's swings fall on all of them alike (the steadier
+ratio). Requests per second are counted over the whole seconds of the steady part of each run
+(the first two and the last one dropped; --together: the seconds when all were steady) from
+Locust's --json-file (per-second counts) or the script's own counts, and the server's own count
+is shown beside them. CPU seconds of each generator over the same window come from samples taken
+just after each whole second. Ratios are taken per round and printed with their quartiles.
 
 A printed figure, not a pass/fail test: targets are shown beside the figures. The exit code is
 non-zero only when something broke (a server did not start, a run failed or sent nothing).
