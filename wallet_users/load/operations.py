@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from locust.clients import HttpSession
+
 from ..record import INDETERMINATE, OK, REJECTED, RunRecord
 from ..record.history import KIND_CODES, AckHistory
 from ..record.ids import idempotency_keys
@@ -28,6 +30,33 @@ def outcome_of(status: int | None) -> str:
     return INDETERMINATE
 
 
+_decode_json = json.JSONDecoder().decode
+
+
+def parse_json(content: bytes) -> Any:
+    """json.loads(content), without its encoding sniffing for the usual answer: an object in
+    UTF-8 (a UTF-16 or BOM-prefixed body still goes through json.loads)."""
+    if content[:1] == b"{" and content[1:2] != b"\x00":
+        return _decode_json(content.decode())
+    return json.loads(content)
+
+
+_json_text = json.encoder.encode_basestring_ascii  # how json.dumps writes a str
+
+
+def json_body(body: dict) -> bytes:
+    """json.dumps(body) as bytes. The operations' two bodies, {"amount": 120} and {"toWalletId":
+    "...", "amount": 120}, are written directly: setting up json's encoder costs more than that."""
+    amount = body.get("amount")
+    if type(amount) is int:
+        if len(body) == 1:
+            return b'{"amount": %d}' % amount
+        to_id = body.get("toWalletId")
+        if len(body) == 2 and type(to_id) is str and next(iter(body)) == "toWalletId":
+            return b'{"toWalletId": %s, "amount": %d}' % (_json_text(to_id).encode(), amount)
+    return json.dumps(body).encode()
+
+
 def refused_for_funds(status: int | None, text: str) -> bool:
     return status == 400 and "insufficient funds" in text.lower()
 
@@ -42,6 +71,7 @@ def snapshots_of(body: Any) -> list[dict]:
 
 
 SNAPSHOT_FIELDS = ("balance", "version")
+REQUEST_NAMES = {kind: f"/wallets/[id]/{kind}" for kind in ("credit", "debit", "transfer")}
 
 
 def answer_differences(first: Any, again: Any) -> str:
@@ -161,6 +191,13 @@ class WalletOperations:
         self.rng = rng
         self.run_id = run_id
         self.next_key = idempotency_keys(run_id)
+        # the headers the client's json= would add (FastHttpSession also asks for JSON back):
+        # the body is sent already encoded (json_body)
+        self.json_headers = (
+            {"Content-Type": "application/json"}
+            if isinstance(client, HttpSession)
+            else {"Content-Type": "application/json", "Accept": "application/json"}
+        )
         self.replay_ratio = replay_ratio
         self.expect_refusals = expect_refusals
         # shared by the process's users: operations in flight or indeterminate, by key
@@ -208,7 +245,7 @@ class WalletOperations:
     ) -> Answer:
         """Book the operation as in doubt, send it with a fresh Idempotency-Key, book its answer."""
         body = {"toWalletId": to_id, "amount": int(amount)} if to_id else {"amount": int(amount)}
-        path, name = f"/wallets/{wallet_id}/{kind}", f"/wallets/[id]/{kind}"
+        path, name = f"/wallets/{wallet_id}/{kind}", REQUEST_NAMES[kind]
         key = self.next_key()
         self.record.operation_sent(kind, wallet_id, amount, to_id)
         if self.in_doubt is not None:
@@ -282,12 +319,16 @@ class WalletOperations:
         expected: Answer | None = None,
     ) -> Answer:
         with self.client.post(
-            path, json=body, headers={"Idempotency-Key": key}, name=name, catch_response=True
+            path,
+            data=json_body(body),
+            headers={"Idempotency-Key": key, **self.json_headers},
+            name=name,
+            catch_response=True,
         ) as response:
             status = response.status_code or None
             content = response.content or b""
             try:
-                parsed = json.loads(content) if content else None
+                parsed = parse_json(content) if content else None
             except ValueError:
                 parsed = None
             outcome = outcome_of(status)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import random
 from array import array
-from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -159,14 +158,16 @@ class WalletPool:
         wanted = cents(amount)
         if wanted <= 0:
             raise ValueError(f"amount must be positive, not {amount}")
-        if wallet_id is not None:
-            candidates: Iterable[str] = (wallet_id,)
-        else:
-            # drawn lazily: the first candidate usually covers the amount
-            ids, choice = self._ids, self.rng.choice
-            candidates = (choice(ids) for _ in range(self.sample_tries)) if ids else ()
         rows, reserved = self._rows, self._reserved
-        for candidate in candidates:
+        if wallet_id is not None:
+            row = rows[wallet_id]
+            if self._spendable(row) < wanted:
+                return None
+            reserved[row] = reserved.get(row, 0) + wanted
+            return Reservation(wallet_id, amount)
+        ids, choice = self._ids, self.rng.choice
+        for _ in range(self.sample_tries if ids else 0):
+            candidate = choice(ids)  # drawn one at a time: the first usually covers the amount
             row = rows[candidate]
             if self._spendable(row) >= wanted:
                 reserved[row] = reserved.get(row, 0) + wanted

@@ -344,8 +344,16 @@ class RunRecord:
         self, kind: str, wallet_id: str, amount: Decimal, to_wallet_id: str | None = None
     ) -> None:
         """Book an operation as indeterminate before it is sent: if the run stops while it is in
-        flight (Locust kills users mid-request), it stays so, which is the truth."""
-        self.operation(kind, INDETERMINATE, wallet_id, amount, to_wallet_id=to_wallet_id)
+        flight (Locust kills users mid-request), it stays so, which is the truth. (What
+        `operation` does for an indeterminate one, without its branches: every request of a run
+        comes through here.)"""
+        amount = cents(amount)
+        self.operations[INDETERMINATE] += 1
+        row_of, maybe_sum, maybe_count = self._row, self._maybe_sum, self._maybe_count
+        for leg, leg_wallet in _legs(kind, wallet_id, to_wallet_id):
+            row = row_of(leg_wallet)
+            maybe_sum[leg][row] += amount
+            maybe_count[leg][row] += 1
 
     def operation_answered(
         self,
