@@ -90,19 +90,20 @@ def run_check(
                 found[:] = find_violations(record, read, schema, wallet_ids)
                 return detail_wallets(record, read, found)
 
+            def read_all() -> Facts:
+                return read_facts(
+                    conn,
+                    schema,
+                    wallet_ids,
+                    history=history,
+                    needs_detail=needs_detail,
+                    beside=beside,
+                )
+
             read: list[Facts] = []  # the facts, when the drain's last read was theirs
 
             def confirm() -> dict[str, int]:
-                read[:] = [
-                    read_facts(
-                        conn,
-                        schema,
-                        wallet_ids,
-                        history=history,
-                        needs_detail=needs_detail,
-                        beside=beside,
-                    )
-                ]
+                read[:] = [read_all()]
                 return unprocessed(read[0])
 
             settle: dict = {}
@@ -117,18 +118,7 @@ def run_check(
                     )
                 if read and any(unprocessed(read[0]).values()):
                     read.clear()  # read before the wait gave up: read again, as it stands now
-            facts = (
-                read[0]
-                if read
-                else read_facts(
-                    conn,
-                    schema,
-                    wallet_ids,
-                    history=history,
-                    needs_detail=needs_detail,
-                    beside=beside,
-                )
-            )
+            facts = read[0] if read else read_all()
         except psycopg.Error as error:
             raise CheckError(f"query failed: {str(error).strip().splitlines()[0]}") from None
     report = check_consistency(record, facts, schema, target, found=found, wallets=wallet_ids)
