@@ -99,19 +99,7 @@ def run_headless(
     *args: str, tmp_path: Path, timeout: float = 90.0, stats: bool = True
 ) -> LocustRun:
     """`locust --headless ARGS` from the project root until it exits (killed after timeout)."""
-    stats_base = tmp_path / "stats"  # Locust adds .json
-    extra = ["--json-file", str(stats_base)] if stats else []
-    completed = subprocess.run(
-        locust_command("--headless", *args, *extra),
-        cwd=PROJECT_ROOT,
-        env=locust_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
-    stats_file = stats_base.with_suffix(".json") if stats else None
-    return LocustRun(completed.returncode, completed.stdout, completed.stderr, stats_file)
+    return start_headless(*args, tmp_path=tmp_path, stats=stats).finish(timeout)
 
 
 @dataclass
@@ -128,15 +116,19 @@ class StartedLocust:
         try:
             self.process.wait(timeout=timeout)
         finally:
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.wait()
+            self.stop()
         return LocustRun(
             self.process.returncode,
             self.stdout.read_text(),
             self.stderr.read_text(),
             self.stats_file,
         )
+
+    def stop(self) -> None:
+        """Kill it if it is still running (a test that failed before finish)."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
 
 
 def start_headless(*args: str, tmp_path: Path, stats: bool = True) -> StartedLocust:

@@ -144,9 +144,7 @@ def bad_input_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]
         started[case] = (process, message.replace("{closed}", closed), report_dir)
     yield started
     for process, _, _ in started.values():
-        if process.process.poll() is None:
-            process.process.kill()
-            process.process.wait()
+        process.stop()
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS)

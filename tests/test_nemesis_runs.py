@@ -338,9 +338,7 @@ def bad_nemesis_runs(module_reference_wallet, tmp_path_factory: pytest.TempPathF
         started[case] = (process, message, reports)
     yield started
     for process, _, _ in started.values():
-        if process.process.poll() is None:
-            process.process.kill()
-            process.process.wait()
+        process.stop()
 
 
 @pytest.mark.parametrize("case", BAD)
