@@ -130,6 +130,28 @@ def _register(conn: psycopg.Connection) -> None:
     conn.adapters.register_dumper(PackedArray, _PackedDumper)
 
 
+def _limit(conn: psycopg.Connection, statement_timeout_s: float) -> None:
+    """The check's limits for the transaction: its statement timeout and WORK_MEM."""
+    timeout = sql.Literal(f"{int(statement_timeout_s * 1000)}ms")
+    conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(timeout))
+    conn.execute(sql.SQL("SET LOCAL work_mem = {}").format(sql.Literal(WORK_MEM)))
+
+
+def _fetch(conn: psycopg.Connection, query, params, **settings: str) -> list[tuple]:
+    """Every row of one query (binary, in one call: iterating the cursor cost about 10 us per
+    row) run under planner settings that are then put back as they were."""
+    prior = {
+        name: conn.execute(sql.SQL("SHOW {}").format(sql.Identifier(name))).fetchone()[0]
+        for name in settings
+    }
+    for name, value in settings.items():
+        conn.execute(sql.SQL("SET LOCAL {} = {}").format(sql.Identifier(name), sql.Literal(value)))
+    rows = conn.execute(query, params, binary=True).fetchall()
+    for name, value in prior.items():
+        conn.execute(sql.SQL("SET LOCAL {} = {}").format(sql.Identifier(name), sql.Literal(value)))
+    return rows
+
+
 class CheckError(RuntimeError):
     """The check could not run: unreachable database, bad credentials, no contract tables."""
 
@@ -297,12 +319,7 @@ def read_facts(
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
         with conn.transaction():
-            conn.execute(
-                sql.SQL("SET LOCAL statement_timeout = {}").format(
-                    sql.Literal(f"{int(statement_timeout_s * 1000)}ms")
-                )
-            )
-            conn.execute(sql.SQL("SET LOCAL work_mem = {}").format(sql.Literal(WORK_MEM)))
+            _limit(conn, statement_timeout_s)
             have = lambda *tables: not any(t in facts.tables_missing for t in tables)  # noqa: E731
             if have("outbox", "outbox_consumer_processing") and beside is not None:
                 snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
@@ -368,12 +385,7 @@ class _Beside:
                 conn.execute(
                     sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(self.snapshot))
                 )
-                conn.execute(
-                    sql.SQL("SET LOCAL statement_timeout = {}").format(
-                        sql.Literal(f"{int(self.timeout * 1000)}ms")
-                    )
-                )
-                conn.execute(sql.SQL("SET LOCAL work_mem = {}").format(sql.Literal(WORK_MEM)))
+                _limit(conn, self.timeout)
                 self.value = read(conn)
             except BaseException as error:  # raised again in the caller's thread
                 self.error = error
@@ -596,11 +608,8 @@ SELECT coalesce(g.wallet, hc.n), g.entries, g.total, g.last_after, g.first_befor
     doubled = []
     screened: dict[str, SnapshotCheck | None] = {}
     # Without statistics on the arrays the planner sorts the million snapshots and entries for
-    # merge joins; hash joins cost less. fetchall loads every row in one call (iterating the
-    # cursor cost about 10 us per row).
-    conn.execute("SET LOCAL enable_mergejoin = off")
-    rows = conn.execute(query, {**params, **(history or NO_HISTORY)}, binary=True).fetchall()
-    conn.execute("SET LOCAL enable_mergejoin = on")
+    # merge joins; hash joins cost less.
+    rows = _fetch(conn, query, {**params, **(history or NO_HISTORY)}, enable_mergejoin="off")
     for row in rows:
         (
             n,
@@ -832,20 +841,16 @@ SELECT {grouping}, consumer, count(*), min(ms), max(ms) FROM lags GROUP BY {grou
     buckets: dict[str, list[tuple[float, float, int]]] = {}
     processed: dict[str, dict[str, int]] = {}
     # The planner cannot know there are a few hundred buckets, guesses one per row and sorts
-    # them all; hashing is what the histogram is for.
-    conn.execute("SET LOCAL enable_sort = off")
-    if per_wallet:
-        # and it guesses 2 M wide groups for the (wallet, consumer) set, too many to hash in
-        # work_mem: it sorted the 2.2 M joined rows instead (10 s at 100,000 wallets). The
-        # groups are a wallet's two or three consumers: a few MB.
-        prior = conn.execute("SHOW hash_mem_multiplier").fetchone()[0]
-        conn.execute("SET LOCAL hash_mem_multiplier = 16")
-    rows = conn.execute(
-        query, {**params, "floor": LAG_FLOOR_MS, "ln_ratio": math.log(LAG_RATIO)}, binary=True
-    ).fetchall()
-    conn.execute("SET LOCAL enable_sort = on")
-    if per_wallet:
-        conn.execute(sql.SQL("SET LOCAL hash_mem_multiplier = {}").format(sql.Literal(prior)))
+    # them all; hashing is what the histogram is for. And, per_wallet, it guesses 2 M wide groups for the (wallet, consumer) set, too many to
+    # hash in work_mem: it sorted the 2.2 M joined rows instead (10 s at 100,000 wallets). The
+    # groups are a wallet's two or three consumers: a few MB.
+    rows = _fetch(
+        conn,
+        query,
+        {**params, "floor": LAG_FLOOR_MS, "ln_ratio": math.log(LAG_RATIO)},
+        enable_sort="off",
+        **({"hash_mem_multiplier": "16"} if per_wallet else {}),
+    )
     for histogram, wallet, consumer, n, low, high in rows:
         if histogram:
             buckets.setdefault(consumer, []).append((float(low), float(high), n))
@@ -972,9 +977,7 @@ SELECT n, count(*), count(*) FILTER (WHERE bad),
         "positions": PackedArray.of_int4([position[wallet] for wallet in wallet_ids]),
         **history,
     }
-    conn.execute("SET LOCAL enable_mergejoin = off")  # as in _ledger
-    rows = conn.execute(query, params, binary=True).fetchall()
-    conn.execute("SET LOCAL enable_mergejoin = on")
+    rows = _fetch(conn, query, params, enable_mergejoin="off")  # as in _ledger
     for n, checked, mismatched, first in rows:
         checks[all_ids[n - 1]] = SnapshotCheck(
             checked, mismatched, _first_mismatch(first[0] if first else None)
