@@ -14,11 +14,12 @@ from typing import Any
 
 from locust.clients import HttpSession
 
+from ..money import cents
 from ..record import INDETERMINATE, OK, REJECTED, RunRecord
 from ..record.history import KIND_CODES, AckHistory
 from ..record.ids import idempotency_keys
 from ..wiring.options import AmountRange
-from .pool import Reservation, WalletPool
+from .pool import WalletPool
 
 
 def outcome_of(status: int | None) -> str:
@@ -167,6 +168,7 @@ class Answer:
     status: int | None
     text: str
     body: Any
+    outcome: str  # outcome_of(status)
 
 
 class WalletOperations:
@@ -204,56 +206,80 @@ class WalletOperations:
         self.in_doubt = in_doubt  # None: nothing will be re-sent, so nothing is kept
         self.history = history  # the process's acknowledged snapshots (None: not kept)
 
-    def amount(self, bounds: AmountRange) -> Decimal:
-        return Decimal(self.rng.randint(bounds.low, bounds.high))
+    def amount(self, bounds: AmountRange) -> int:
+        """A whole amount drawn from bounds: an int, so the hot path needs no Decimal (every
+        method here takes an int or a Decimal)."""
+        return self.rng.randint(bounds.low, bounds.high)
 
     # --- the operations ------------------------------------------------------------------------
 
-    def credit(self, amount: Decimal, wallet_id: str | None = None) -> Answer:
-        return self._submit("credit", wallet_id or self.pool.pick(), amount, None)
+    def credit(self, amount: Decimal | int, wallet_id: str | None = None) -> Answer:
+        wanted = cents(amount)
+        wallet_id = wallet_id or self.pool.pick()
+        return self._submit("credit", wallet_id, amount, wanted, None)
 
-    def debit(self, amount: Decimal, wallet_id: str | None = None) -> Answer | None:
-        reservation = self._reserve(amount, wallet_id)
-        if reservation is None:
+    def debit(self, amount: Decimal | int, wallet_id: str | None = None) -> Answer | None:
+        wanted = cents(amount)
+        reserved_on = self._reserve(wanted, wallet_id)
+        if reserved_on is None:
             return None  # no wallet can afford it right now: skip rather than provoke a refusal
-        return self._submit("debit", reservation.wallet_id, amount, reservation)
+        return self._submit("debit", reserved_on, amount, wanted, reserved_on)
 
-    def transfer(self, amount: Decimal, from_id: str | None = None) -> Answer | None:
-        reservation = self._reserve(amount, from_id)
-        if reservation is None:
+    def transfer(self, amount: Decimal | int, from_id: str | None = None) -> Answer | None:
+        wanted = cents(amount)
+        reserved_on = self._reserve(wanted, from_id)
+        if reserved_on is None:
             return None
-        to_id = self.pool.pick_other(reservation.wallet_id)
+        to_id = self.pool.pick_other(reserved_on)
         if to_id is None:
-            self.pool.rejected(reservation)
+            self.pool.answered_cents(REJECTED, reserved_on, wanted)
             return None
-        return self._submit("transfer", reservation.wallet_id, amount, reservation, to_id)
+        return self._submit("transfer", reserved_on, amount, wanted, reserved_on, to_id)
 
     # --- mechanics -----------------------------------------------------------------------------
 
-    def _reserve(self, amount: Decimal, wallet_id: str | None) -> Reservation | None:
+    def _reserve(self, wanted: int, wallet_id: str | None) -> str | None:
+        """The wallet wanted cents are set aside on, or None."""
         if self.expect_refusals:
-            return self.pool.reserve_unchecked(wallet_id or self.pool.pick(), amount)
-        return self.pool.reserve(amount, wallet_id)
+            return self.pool.reserve_unchecked_cents(wallet_id or self.pool.pick(), wanted)
+        return self.pool.reserve_cents(wanted, wallet_id)
 
     def _submit(
         self,
         kind: str,
         wallet_id: str,
-        amount: Decimal,
-        reservation: Reservation | None,
+        amount: Decimal | int,
+        wanted: int,
+        reserved_on: str | None,
         to_id: str | None = None,
     ) -> Answer:
-        """Book the operation as in doubt, send it with a fresh Idempotency-Key, book its answer."""
-        body = {"toWalletId": to_id, "amount": int(amount)} if to_id else {"amount": int(amount)}
+        """Book the operation as in doubt, send it with a fresh Idempotency-Key, book its answer.
+        The amount is in cents (wanted) from here to the pool and the record: one conversion per
+        operation, not one per booking."""
+        units = int(amount)
+        body = {"toWalletId": to_id, "amount": units} if to_id else {"amount": units}
         path, name = f"/wallets/{wallet_id}/{kind}", REQUEST_NAMES[kind]
         key = self.next_key()
-        self.record.operation_sent(kind, wallet_id, amount, to_id)
-        if self.in_doubt is not None:
-            self.in_doubt[key] = InDoubt(kind, path, name, body, wallet_id, amount, to_id)
+        record, in_doubt = self.record, self.in_doubt
+        record.sent_cents(kind, wallet_id, wanted, to_id)
+        if in_doubt is not None:
+            in_doubt[key] = InDoubt(kind, path, name, body, wallet_id, amount, to_id)
         answer = self._send(path, name, body, key, kind, amount)
-        if self.in_doubt is not None and outcome_of(answer.status) != INDETERMINATE:
-            del self.in_doubt[key]
-        self._book(kind, answer, wallet_id, amount, reservation, to_id)
+        outcome = answer.outcome
+        if in_doubt is not None and outcome != INDETERMINATE:
+            del in_doubt[key]
+        # the answer booked in the pool, the history and the record, one call each
+        if outcome == OK:
+            snapshots = snapshots_of(answer.body)
+            self.pool.answered_cents(OK, reserved_on, wanted, None, snapshots)
+            if self.history is not None:
+                self._remember(kind, wallet_id, wanted, snapshots)
+            record.answered_cents(kind, OK, wallet_id, wanted, to_id)
+            return answer
+        credited = wallet_id if reserved_on is None else to_id
+        self.pool.answered_cents(outcome, reserved_on, wanted, credited)
+        refused = outcome == REJECTED and refused_for_funds(answer.status, answer.text)
+        record.answered_cents(kind, outcome, wallet_id, wanted, to_id, refused)
         return answer
 
     def _send(
@@ -262,14 +288,14 @@ class WalletOperations:
         answer = self._post(path, name, body, key, replay=False)
         if (
             self.replay_ratio
-            and outcome_of(answer.status) != INDETERMINATE
+            and answer.outcome != INDETERMINATE
             and self.rng.random() < self.replay_ratio
         ):
             wallet_id = path.split("/")[2]
             legs = _replay_legs(kind, wallet_id, amount, body.get("toWalletId"))
             self.record.replay_sent(legs)  # cut short by the stop, it stays in doubt
             again = self._post(path, f"{name} (replay)", body, key, replay=True, expected=answer)
-            if outcome_of(again.status) == INDETERMINATE:
+            if again.outcome == INDETERMINATE:
                 return answer  # no answer (the service is down): it says nothing about idempotency
             self.record.replay_answered(legs)
             self._book_replay(wallet_id, legs, amount, answer, again)
@@ -334,7 +360,7 @@ class WalletOperations:
             outcome = outcome_of(status)
             # decoded only when a message needs it (Locust's .text decodes on every access)
             text = "" if outcome == OK else content.decode("utf-8", "replace")
-            answer = Answer(status, text, parsed)
+            answer = Answer(status, text, parsed, outcome)
             if replay:
                 if outcome == INDETERMINATE:
                     response.failure(f"replay got no answer ({status or 'none'}): {text[:120]}")
@@ -357,48 +383,17 @@ class WalletOperations:
                 response.failure(f"indeterminate ({status or 'no answer'}): {text[:200]}")
             return answer
 
-    def _book(
-        self,
-        kind: str,
-        answer: Answer,
-        wallet_id: str,
-        amount: Decimal,
-        reservation: Reservation | None,
-        to_id: str | None,
-    ) -> None:
-        outcome = outcome_of(answer.status)
-        if outcome == OK:
-            snapshots = snapshots_of(answer.body)
-            self.pool.acknowledged(reservation, snapshots)
-            if self.history is not None:
-                self._remember(kind, wallet_id, amount, snapshots)
-        elif outcome == REJECTED:
-            self.pool.rejected(reservation)
-        elif reservation is not None:
-            self.pool.indeterminate_debit(reservation)
-            if to_id is not None:
-                self.pool.indeterminate_credit(to_id, amount)
-        else:
-            self.pool.indeterminate_credit(wallet_id, amount)
-        self.record.operation_answered(
-            kind,
-            outcome,
-            wallet_id,
-            amount,
-            to_wallet_id=to_id,
-            refused_for_funds=refused_for_funds(answer.status, answer.text),
-        )
-
-    def _remember(self, kind: str, wallet_id: str, amount: Decimal, snapshots: list[dict]) -> None:
-        """The acknowledged snapshots, for the check's first divergence (a few tens of bytes)."""
-        add, cents = self.history.add, int(amount) * 100
+    def _remember(self, kind: str, wallet_id: str, amount: int, snapshots: list[dict]) -> None:
+        """The acknowledged snapshots, for the check's first divergence (a few tens of bytes);
+        amount in cents."""
+        add = self.history.add
         for snapshot in snapshots:
             snapshot_id = snapshot.get("id")
             if kind != "transfer":
                 code = KIND_CODES[kind]
             else:
                 code = KIND_CODES["transfer_out" if snapshot_id == wallet_id else "transfer_in"]
-            add(snapshot_id, snapshot.get("version"), snapshot.get("balance"), code, cents)
+            add(snapshot_id, snapshot.get("version"), snapshot.get("balance"), code, amount)
 
 
 def resolve_in_doubt(

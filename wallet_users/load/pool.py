@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from ..money import cents, money
+from ..record import INDETERMINATE, OK
 
 ZERO = Decimal(0)
 
@@ -155,54 +156,86 @@ class WalletPool:
         """Set amount aside on a wallet whose spendable balance covers it: wallet_id if given,
         else one of a few sampled at random (cheap: no scan). None if none covers it."""
         amount = to_money(amount)
-        wanted = cents(amount)
+        reserved_on = self.reserve_cents(cents(amount), wallet_id)
+        return None if reserved_on is None else Reservation(reserved_on, amount)
+
+    def reserve_cents(self, wanted: int, wallet_id: str | None = None) -> str | None:
+        """reserve() for an amount in cents (the operations' hot path): the wallet it was set
+        aside on, or None."""
         if wanted <= 0:
-            raise ValueError(f"amount must be positive, not {amount}")
+            raise ValueError(f"amount must be positive, not {money(wanted)}")
         rows, reserved = self._rows, self._reserved
         if wallet_id is not None:
             row = rows[wallet_id]
             if self._spendable(row) < wanted:
                 return None
             reserved[row] = reserved.get(row, 0) + wanted
-            return Reservation(wallet_id, amount)
+            return wallet_id
         ids, choice = self._ids, self.rng.choice
+        balance, debits = self._balance, self._uncertain_debits
         for _ in range(self.sample_tries if ids else 0):
             candidate = choice(ids)  # drawn one at a time: the first usually covers the amount
             row = rows[candidate]
-            if self._spendable(row) >= wanted:
+            if balance[row] - reserved.get(row, 0) - debits.get(row, 0) >= wanted:  # spendable
                 reserved[row] = reserved.get(row, 0) + wanted
-                return Reservation(candidate, amount)
+                return candidate
         return None
 
     def reserve_unchecked(self, wallet_id: str, amount: Decimal) -> Reservation:
         """Set amount aside even if it is not covered: for users that mean to provoke refusals."""
         amount = to_money(amount)
-        row = self._rows[wallet_id]
-        self._reserved[row] = self._reserved.get(row, 0) + cents(amount)
+        self.reserve_unchecked_cents(wallet_id, cents(amount))
         return Reservation(wallet_id, amount)
+
+    def reserve_unchecked_cents(self, wallet_id: str, wanted: int) -> str:
+        row = self._rows[wallet_id]
+        self._reserved[row] = self._reserved.get(row, 0) + wanted
+        return wallet_id
 
     def acknowledged(self, reservation: Reservation | None, snapshots: list[dict]) -> None:
         """The server applied the operation; snapshots are the wallets it returned."""
         if reservation is not None:
-            self._release(reservation)
+            self._release(reservation.wallet_id, cents(reservation.amount))
         for snapshot in snapshots:
             self.observe(snapshot)
 
     def rejected(self, reservation: Reservation | None) -> None:
         """The server definitely did not apply the operation."""
         if reservation is not None:
-            self._release(reservation)
+            self._release(reservation.wallet_id, cents(reservation.amount))
 
     def indeterminate_debit(self, reservation: Reservation) -> None:
         """A debit whose fate is unknown: its amount stays off the spendable balance for good."""
-        row = self._release(reservation)
-        debits = self._uncertain_debits
-        debits[row] = debits.get(row, 0) + cents(reservation.amount)
+        self.answered_cents(INDETERMINATE, reservation.wallet_id, cents(reservation.amount))
 
     def indeterminate_credit(self, wallet_id: str, amount: Decimal) -> None:
-        row = self._rows[wallet_id]
-        credits = self._uncertain_credits
-        credits[row] = credits.get(row, 0) + cents(amount)
+        self.answered_cents(INDETERMINATE, None, cents(amount), wallet_id)
+
+    def answered_cents(
+        self,
+        outcome: str,
+        reserved_on: str | None,
+        amount: int,
+        credited: str | None = None,
+        snapshots: list[dict] = (),  # type: ignore[assignment]
+    ) -> None:
+        """An operation's answer in one call (the operations' hot path), amount in cents:
+        reserved_on the wallet a debit or transfer reserved it on (None for a credit), credited
+        the wallet it would add to. Ok: the reservation is released and the snapshots taken;
+        rejected: released; indeterminate: a debit stays off the spendable balance and a credit
+        on the upper bound, for good."""
+        if reserved_on is not None:
+            row = self._release(reserved_on, amount)
+            if outcome == INDETERMINATE:
+                debits = self._uncertain_debits
+                debits[row] = debits.get(row, 0) + amount
+        if outcome == OK:
+            for snapshot in snapshots:
+                self.observe(snapshot)
+        elif outcome == INDETERMINATE and credited is not None:
+            row = self._rows[credited]
+            credits = self._uncertain_credits
+            credits[row] = credits.get(row, 0) + amount
 
     def observe(self, snapshot: dict) -> None:
         """Take a wallet snapshot from a response if it is newer than what we know."""
@@ -219,11 +252,11 @@ class WalletPool:
         if isinstance(version, int):
             self._version[row] = version
 
-    def _release(self, reservation: Reservation) -> int:
-        row = self._rows[reservation.wallet_id]
-        left = self._reserved.get(row, 0) - cents(reservation.amount)
+    def _release(self, wallet_id: str, amount: int) -> int:
+        row = self._rows[wallet_id]
+        left = self._reserved.get(row, 0) - amount
         if left < 0:  # a bookkeeping bug, never a server fault
-            raise AssertionError(f"{reservation.wallet_id}: released more than was reserved")
+            raise AssertionError(f"{wallet_id}: released more than was reserved")
         if left:
             self._reserved[row] = left
         else:

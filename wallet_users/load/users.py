@@ -21,7 +21,7 @@ from locust.exception import StopUser
 from ..record import INDETERMINATE, OK
 from ..record.ids import idempotency_key, wallet_id
 from .arrival import Pacer
-from .operations import Answer, WalletOperations, outcome_of
+from .operations import Answer, WalletOperations
 from .pool import WalletPool
 from .run import SuiteRun
 from .seeding import WalletPlan, create_wallet, remember_creation
@@ -98,7 +98,7 @@ class WalletBehaviour:
         if self.pacer is None:
             answer = work()
             if answer is not None:
-                self.unanswered = in_doubt_streak(self.unanswered, outcome_of(answer.status))
+                self.unanswered = in_doubt_streak(self.unanswered, answer.outcome)
         else:
             self.pacer.arrive(f"/wallets/[id]/{kind}", work)
 
@@ -166,7 +166,7 @@ class ReadYourWritesUser(FastHttpUser):
         """Whether the write was acknowledged (then it is read back); counts the in-doubt."""
         if answer is None:
             return False
-        outcome = outcome_of(answer.status)
+        outcome = answer.outcome
         self.unanswered = in_doubt_streak(self.unanswered, outcome)
         return outcome == OK
 

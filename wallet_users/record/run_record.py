@@ -344,16 +344,29 @@ class RunRecord:
         self, kind: str, wallet_id: str, amount: Decimal, to_wallet_id: str | None = None
     ) -> None:
         """Book an operation as indeterminate before it is sent: if the run stops while it is in
-        flight (Locust kills users mid-request), it stays so, which is the truth. (What
-        `operation` does for an indeterminate one, without its branches: every request of a run
-        comes through here.)"""
-        amount = cents(amount)
+        flight (Locust kills users mid-request), it stays so, which is the truth."""
+        self.sent_cents(kind, wallet_id, cents(amount), to_wallet_id)
+
+    def sent_cents(
+        self, kind: str, wallet_id: str, amount: int, to_wallet_id: str | None = None
+    ) -> None:
+        """operation_sent with the amount in cents. (What `operation` does for an indeterminate
+        one, without its branches or lists: every request of a run comes through here.)"""
         self.operations[INDETERMINATE] += 1
-        row_of, maybe_sum, maybe_count = self._row, self._maybe_sum, self._maybe_count
-        for leg, leg_wallet in _legs(kind, wallet_id, to_wallet_id):
-            row = row_of(leg_wallet)
-            maybe_sum[leg][row] += amount
-            maybe_count[leg][row] += 1
+        index, maybe_sum, maybe_count = self._index, self._maybe_sum, self._maybe_count
+        transfer = kind == "transfer"
+        leg = _TRANSFER_LEGS[0] if transfer else KIND_INDEX[kind]
+        row = index.get(wallet_id)
+        if row is None:
+            row = self._row(wallet_id)
+        maybe_sum[leg][row] += amount
+        maybe_count[leg][row] += 1
+        if transfer:
+            row = index.get(to_wallet_id)
+            if row is None:
+                row = self._row(to_wallet_id)
+            maybe_sum[_TRANSFER_LEGS[1]][row] += amount
+            maybe_count[_TRANSFER_LEGS[1]][row] += 1
 
     def operation_answered(
         self,
@@ -365,24 +378,56 @@ class RunRecord:
         to_wallet_id: str | None = None,
         refused_for_funds: bool = False,
     ) -> None:
-        """Replace an operation_sent booking with the outcome its answer gave: in one pass over
-        the legs, since every request of a run comes through here."""
+        """Replace an operation_sent booking with the outcome its answer gave."""
+        self.answered_cents(
+            kind, outcome, wallet_id, cents(amount), to_wallet_id, refused_for_funds
+        )
+
+    def answered_cents(
+        self,
+        kind: str,
+        outcome: str,
+        wallet_id: str,
+        amount: int,
+        to_wallet_id: str | None = None,
+        refused_for_funds: bool = False,
+    ) -> None:
+        """operation_answered with the amount in cents: in one pass over the legs, without
+        lists, since every request of a run comes through here."""
         if outcome == INDETERMINATE:
             return  # it stays booked as operation_sent left it
-        amount = cents(amount)
-        self.operations[INDETERMINATE] -= 1
-        self.operations[outcome] += 1
-        for leg, leg_wallet in _legs(kind, wallet_id, to_wallet_id):
-            row = self._row(leg_wallet)
-            self._maybe_sum[leg][row] -= amount
-            self._maybe_count[leg][row] -= 1
-            if outcome == OK:
+        operations = self.operations
+        operations[INDETERMINATE] -= 1
+        operations[outcome] += 1
+        index, maybe_sum, maybe_count = self._index, self._maybe_sum, self._maybe_count
+        transfer = kind == "transfer"
+        leg = _TRANSFER_LEGS[0] if transfer else KIND_INDEX[kind]
+        row = index.get(wallet_id)
+        if row is None:
+            row = self._row(wallet_id)
+        maybe_sum[leg][row] -= amount
+        maybe_count[leg][row] -= 1
+        if outcome == OK:
+            self._ok_sum[leg][row] += amount
+            self._ok_count[leg][row] += 1
+            if transfer:
+                row = index.get(to_wallet_id)
+                if row is None:
+                    row = self._row(to_wallet_id)
+                leg = _TRANSFER_LEGS[1]
+                maybe_sum[leg][row] -= amount
+                maybe_count[leg][row] -= 1
                 self._ok_sum[leg][row] += amount
                 self._ok_count[leg][row] += 1
-        if outcome == REJECTED:
-            row = self._row(wallet_id)
-            self._rejected[row] += 1
-            self._refused[row] += int(refused_for_funds)
+            return
+        if transfer:
+            to_row = index.get(to_wallet_id)
+            if to_row is None:
+                to_row = self._row(to_wallet_id)
+            maybe_sum[_TRANSFER_LEGS[1]][to_row] -= amount
+            maybe_count[_TRANSFER_LEGS[1]][to_row] -= 1
+        self._rejected[row] += 1
+        self._refused[row] += int(refused_for_funds)
 
     def replay(
         self,
