@@ -31,14 +31,25 @@ def outcome_of(status: int | None) -> str:
     return INDETERMINATE
 
 
-_decode_json = json.JSONDecoder().decode
+_scan_json = json.scanner.make_scanner(json.JSONDecoder())  # what json.loads scans with
+_json_space = json.decoder.WHITESPACE.match
 
 
 def parse_json(content: bytes) -> Any:
-    """json.loads(content), without its encoding sniffing for the usual answer: an object in
-    UTF-8 (a UTF-16 or BOM-prefixed body still goes through json.loads)."""
+    """json.loads(content), without its encoding sniffing and whitespace matching for the usual
+    answer: an object in UTF-8 that ends where its text does (JSONDecoder.decode's steps, the
+    same errors; a UTF-16 or BOM-prefixed body still goes through json.loads)."""
     if content[:1] == b"{" and content[1:2] != b"\x00":
-        return _decode_json(content.decode())
+        text = content.decode()
+        try:
+            value, end = _scan_json(text, 0)
+        except StopIteration as error:
+            raise json.JSONDecodeError("Expecting value", text, error.value) from None
+        if end != len(text):
+            end = _json_space(text, end).end()
+            if end != len(text):
+                raise json.JSONDecodeError("Extra data", text, end)
+        return value
     return json.loads(content)
 
 
@@ -264,8 +275,10 @@ class WalletOperations:
         record.sent_cents(kind, wallet_id, wanted, to_id)
         if in_doubt is not None:
             in_doubt[key] = InDoubt(kind, path, name, body, wallet_id, amount, to_id)
-        answer = self._send(path, name, body, key, kind, amount)
+        answer = self._post(path, name, body, key, replay=False)
         outcome = answer.outcome
+        if self.replay_ratio and outcome != INDETERMINATE and self.rng.random() < self.replay_ratio:
+            self._replay(path, name, body, key, kind, amount, answer)
         if in_doubt is not None and outcome != INDETERMINATE:
             del in_doubt[key]
         # the answer booked in the pool, the history and the record, one call each
@@ -282,24 +295,25 @@ class WalletOperations:
         record.answered_cents(kind, outcome, wallet_id, wanted, to_id, refused)
         return answer
 
-    def _send(
-        self, path: str, name: str, body: dict, key: str, kind: str, amount: Decimal
-    ) -> Answer:
-        answer = self._post(path, name, body, key, replay=False)
-        if (
-            self.replay_ratio
-            and answer.outcome != INDETERMINATE
-            and self.rng.random() < self.replay_ratio
-        ):
-            wallet_id = path.split("/")[2]
-            legs = _replay_legs(kind, wallet_id, amount, body.get("toWalletId"))
-            self.record.replay_sent(legs)  # cut short by the stop, it stays in doubt
-            again = self._post(path, f"{name} (replay)", body, key, replay=True, expected=answer)
-            if again.outcome == INDETERMINATE:
-                return answer  # no answer (the service is down): it says nothing about idempotency
-            self.record.replay_answered(legs)
-            self._book_replay(wallet_id, legs, amount, answer, again)
-        return answer
+    def _replay(
+        self,
+        path: str,
+        name: str,
+        body: dict,
+        key: str,
+        kind: str,
+        amount: Decimal | int,
+        answer: Answer,
+    ) -> None:
+        """Send the operation again with its key, and book what the second answer says."""
+        wallet_id = path.split("/")[2]
+        legs = _replay_legs(kind, wallet_id, amount, body.get("toWalletId"))
+        self.record.replay_sent(legs)  # cut short by the stop, it stays in doubt
+        again = self._post(path, f"{name} (replay)", body, key, replay=True, expected=answer)
+        if again.outcome == INDETERMINATE:
+            return  # no answer (the service is down): it says nothing about idempotency
+        self.record.replay_answered(legs)
+        self._book_replay(wallet_id, legs, amount, answer, again)
 
     def _book_replay(
         self,
