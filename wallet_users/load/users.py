@@ -91,7 +91,7 @@ class WalletBehaviour:
     def wait_time(self) -> float:
         if self.pacer is not None:
             return self.pacer.wait_time()
-        return backoff(self.unanswered)
+        return backoff(self.unanswered) if self.unanswered else 0.0  # no call between answers
 
     def perform(self, kind: str, work: Callable[[], Answer | None]) -> None:
         """Run one operation now (closed model) or at its scheduled start (open model)."""
