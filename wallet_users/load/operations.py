@@ -56,17 +56,12 @@ def parse_json(content: bytes) -> Any:
 _json_text = json.encoder.encode_basestring_ascii  # how json.dumps writes a str
 
 
-def json_body(body: dict) -> bytes:
-    """json.dumps(body) as bytes. The operations' two bodies, {"amount": 120} and {"toWalletId":
-    "...", "amount": 120}, are written directly: setting up json's encoder costs more than that."""
-    amount = body.get("amount")
-    if type(amount) is int:
-        if len(body) == 1:
-            return b'{"amount": %d}' % amount
-        to_id = body.get("toWalletId")
-        if len(body) == 2 and type(to_id) is str and next(iter(body)) == "toWalletId":
-            return b'{"toWalletId": %s, "amount": %d}' % (_json_text(to_id).encode(), amount)
-    return json.dumps(body).encode()
+def operation_body(amount: int, to_id: str | None = None) -> bytes:
+    """json.dumps of an operation's body, {"amount": 120} or {"toWalletId": "...", "amount":
+    120}, as bytes, written directly: setting up json's encoder costs more than that."""
+    if to_id:
+        return b'{"toWalletId": %s, "amount": %d}' % (_json_text(to_id).encode(), amount)
+    return b'{"amount": %d}' % amount
 
 
 def refused_for_funds(status: int | None, text: str) -> bool:
@@ -205,7 +200,7 @@ class WalletOperations:
         self.run_id = run_id
         self.next_key = idempotency_keys(run_id)
         # the headers the client's json= would add (FastHttpSession also asks for JSON back):
-        # the body is sent already encoded (json_body)
+        # the body is sent already encoded (operation_body)
         self.json_headers = (
             {"Content-Type": "application/json"}
             if isinstance(client, HttpSession)
@@ -269,17 +264,18 @@ class WalletOperations:
         The amount is in cents (wanted) from here to the pool and the record: one conversion per
         operation, not one per booking."""
         units = int(amount)
-        body = {"toWalletId": to_id, "amount": units} if to_id else {"amount": units}
+        data = operation_body(units, to_id)
         path, name = f"/wallets/{wallet_id}/{kind}", REQUEST_NAMES[kind]
         key = self.next_key()
         record, in_doubt = self.record, self.in_doubt
         record.sent_cents(kind, wallet_id, wanted, to_id)
         if in_doubt is not None:
+            body = {"toWalletId": to_id, "amount": units} if to_id else {"amount": units}
             in_doubt[key] = InDoubt(kind, path, name, body, wallet_id, amount, to_id)
-        answer = self._post(path, name, body, key, replay=False)
+        answer = self._post(path, name, data, key, replay=False)
         outcome = answer.outcome
         if self.replay_ratio and outcome != INDETERMINATE and self.rng.random() < self.replay_ratio:
-            self._replay(path, name, body, key, kind, amount, answer)
+            self._replay(path, name, data, key, kind, amount, to_id, answer)
         if in_doubt is not None and outcome != INDETERMINATE:
             del in_doubt[key]
         # the answer booked in the pool, the history and the record, one call each
@@ -300,17 +296,18 @@ class WalletOperations:
         self,
         path: str,
         name: str,
-        body: dict,
+        data: bytes,
         key: str,
         kind: str,
         amount: Decimal | int,
+        to_id: str | None,
         answer: Answer,
     ) -> None:
         """Send the operation again with its key, and book what the second answer says."""
         wallet_id = path.split("/")[2]
-        legs = _replay_legs(kind, wallet_id, amount, body.get("toWalletId"))
+        legs = _replay_legs(kind, wallet_id, amount, to_id)
         self.record.replay_sent(legs)  # cut short by the stop, it stays in doubt
-        again = self._post(path, f"{name} (replay)", body, key, replay=True, expected=answer)
+        again = self._post(path, f"{name} (replay)", data, key, replay=True, expected=answer)
         if again.outcome == INDETERMINATE:
             return  # no answer (the service is down): it says nothing about idempotency
         self.record.replay_answered(legs)
@@ -353,7 +350,7 @@ class WalletOperations:
         self,
         path: str,
         name: str,
-        body: dict,
+        data: bytes,
         key: str,
         *,
         replay: bool,
@@ -361,7 +358,7 @@ class WalletOperations:
     ) -> Answer:
         with self.client.post(
             path,
-            data=json_body(body),
+            data=data,
             headers={"Idempotency-Key": key, **self.json_headers},
             name=name,
             catch_response=True,
