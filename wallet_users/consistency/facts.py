@@ -121,3 +121,7 @@ class Facts:
     details_left_out: int = 0  # inconsistent wallets beyond the detail cap
     # checks the database's own constraints prove, so not run: check -> the constraint
     proved_by_constraint: dict[str, str] = field(default_factory=dict)
+    # the database's transaction snapshot the facts were read in (txid_current_snapshot), and
+    # time.monotonic() just after it was taken: see run_check's drain
+    snapshot: str | None = None
+    snapshot_at: float = 0.0

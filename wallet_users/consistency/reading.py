@@ -232,6 +232,13 @@ def backlog(
     return {name: count for name, count in rows}
 
 
+def current_snapshot(conn: psycopg.Connection) -> str:
+    """The database's snapshot, 'xmin:xmax:in-progress ids': two equal ones mean no
+    transaction ended between them (txid_current_snapshot, not PostgreSQL 13's
+    pg_current_snapshot, so that an older server works too)."""
+    return conn.execute("SELECT txid_current_snapshot()::text").fetchone()[0]
+
+
 QUIET_SECONDS = 0.5  # longer than any command's commit takes after its answer was cut short
 
 
@@ -320,6 +327,8 @@ def read_facts(
         conn.read_only = True
         with conn.transaction():
             _limit(conn, statement_timeout_s)
+            facts.snapshot = current_snapshot(conn)  # the first query: the transaction's own
+            facts.snapshot_at = time.monotonic()
             have = lambda *tables: not any(t in facts.tables_missing for t in tables)  # noqa: E731
             if have("outbox", "outbox_consumer_processing") and beside is not None:
                 snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
