@@ -306,8 +306,8 @@ def read_facts(
     set-based aggregates over the run's wallets, the acknowledged snapshots against the ledger,
     then, for the wallets `needs_detail` (the checker's own choice) names, their rows.
 
-    With `beside`, a second connection to the same database, the outbox and lag passes run
-    there while the ledger's run here, in the same snapshot (exported and imported): the
+    With `beside`, a second connection to the same database, the outbox and lag passes and
+    the transfers' legs run there while the ledger's other passes run here, in the same snapshot (exported and imported): the
     same facts, the two largest groups of passes overlapping where a core is free."""
     facts = Facts(tables_missing=missing_tables(conn, schema))
     _register(conn)
@@ -330,10 +330,18 @@ def read_facts(
             facts.snapshot = current_snapshot(conn)  # the first query: the transaction's own
             facts.snapshot_at = time.monotonic()
             have = lambda *tables: not any(t in facts.tables_missing for t in tables)  # noqa: E731
+            # beside, the outbox and lag passes, then the transfers' legs (a pass of its own
+            # over the ledger): about as long, together, as the ledger's passes here
+            transfers_beside = have("ledger_entries")
             if have("outbox", "outbox_consumer_processing") and beside is not None:
                 snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
                 outbox = _Beside(beside, snapshot, statement_timeout_s)
-                outbox.start(lambda c: _outbox_and_lag(c, schema, params, once))
+                outbox.start(
+                    lambda c: (
+                        _outbox_and_lag(c, schema, params, once),
+                        _transfer_imbalances(c, schema, params) if transfers_beside else None,
+                    )
+                )
             if have("wallets"):
                 facts.write_side = _write_side(conn, schema, params)
             if have("wallets_read_model"):
@@ -354,12 +362,16 @@ def read_facts(
                     if doubled
                     else []
                 )
-                facts.transfer_imbalances = _transfer_imbalances(conn, schema, params)
+                if outbox is None:
+                    facts.transfer_imbalances = _transfer_imbalances(conn, schema, params)
                 _check_snapshots(conn, schema, params, facts, snapshots, screened)
             if have("outbox", "outbox_consumer_processing"):
-                facts.outbox, facts.lag = (
-                    outbox.result() if outbox else _outbox_and_lag(conn, schema, params, once)
-                )
+                if outbox is not None:
+                    (facts.outbox, facts.lag), transfers = outbox.result()
+                    if transfers_beside:
+                        facts.transfer_imbalances = transfers
+                else:
+                    facts.outbox, facts.lag = _outbox_and_lag(conn, schema, params, once)
                 if once:
                     facts.proved_by_constraint["events processed twice"] = unique[PROCESSED_ONCE]
             if have("projector_checkpoints"):
