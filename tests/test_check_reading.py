@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -323,3 +324,25 @@ def test_packed_arrays_round_trip_through_postgresql(database_dsn: str) -> None:
             ),
         ).fetchone()
     assert row == (ids, [0, -1, 2**31 - 1], [2**40, -(2**40)], [])
+
+
+def test_a_transaction_ending_after_the_first_read_makes_the_check_read_again(
+    database_dsn: str,
+) -> None:
+    """The first read is final only when the database's snapshot has not moved QUIET_SECONDS
+    later: a transaction that ends during that wait (here: one that took a transaction id and
+    committed while the check slept) sends the check back to polling and a second read."""
+    check_scale.generate(database_dsn, WALLETS, VERSIONS)
+    record = check_scale.build_record(WALLETS, VERSIONS)
+    ended: list[int] = []
+
+    def sleep_and_commit(seconds: float) -> None:
+        if not ended:
+            with psycopg.connect(database_dsn) as other:  # commits on leaving
+                ended.append(other.execute("SELECT pg_current_xact_id()").fetchone()[0])
+        time.sleep(seconds)
+
+    report = run_check(database_dsn, record, settle_timeout=5, sleep=sleep_and_commit)
+    assert ended
+    assert report.settle["drained"] and report.settle["confirmed_by"] == "second read"
+    assert report.valid, report.console_lines()

@@ -132,7 +132,15 @@ def run_check(
                     drained, waited, backlog = wait_for_drain(
                         conn, schema, wallet_ids, settle_timeout, sleep=sleep, confirm=confirm
                     )
-                settle = {"drained": drained, "waited_s": round(waited, 3), "backlog": backlog}
+                settle = {
+                    "drained": drained,
+                    "waited_s": round(waited, 3),
+                    "backlog": backlog,
+                    # how the last read was known final: see settled()
+                    "confirmed_by": "snapshot unchanged"
+                    if read and read[0] is first
+                    else ("second read" if drained else None),
+                }
                 if not drained:
                     log.warning(
                         "projectors did not drain within %.0fs: %s", settle_timeout, backlog
