@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from ..money import money
 from ..record import INDETERMINATE, KINDS, OK, RunRecord
 from .causes import attribute_causes, first_divergences
 from .facts import Facts, LedgerSummary, SnapshotCheck
@@ -90,11 +91,12 @@ def find_violations(
     faster when nearly every wallet is consistent)."""
     found: list[Violation] = []
     wallets = wallets_in_scope(record) if wallets is None else wallets
+    tallies = record.wallets
     for wallet_id in wallets:
-        tally = record.wallets[wallet_id]
         write = facts.write_side.get(wallet_id) if facts.write_side is not None else None
-        if shortcut and plainly_consistent(record, facts, wallet_id, tally, write):
+        if shortcut and plainly_consistent(record, facts, wallet_id, write):
             continue
+        tally = tallies[wallet_id]
         if facts.write_side is not None and write is None:
             if tally.created == OK:
                 # worst is the wallet that took the most money with it
@@ -170,22 +172,18 @@ def find_violations(
     return found
 
 
-def plainly_consistent(record: RunRecord, facts: Facts, wallet_id: str, tally, write) -> bool:
+def plainly_consistent(record: RunRecord, facts: Facts, wallet_id: str, write) -> bool:
     """True only where each per-wallet check of find_violations would find nothing: every table
     read, every figure equal to the write side's balance and inside what the run expects. False
     is no verdict: the wallet then goes through the checks themselves."""
     if write is None or write.version is None or write.balance < 0:
         return False
-    if (
-        wallet_id in record.unverified
-        or tally.replay_mismatches
-        or any(tally.reads_unseen.values())
-    ):
+    low, high, fewest, most, matched = record.expectations(wallet_id)
+    if not matched or wallet_id in record.unverified:
         return False
     balance = write.balance
     if facts.read_model is not None and facts.read_model.get(wallet_id) != balance:
         return False
-    fewest, most = tally.expected_entries()
     if facts.ledger is not None:
         ledger = facts.ledger.get(wallet_id)
         if (
@@ -217,7 +215,6 @@ def plainly_consistent(record: RunRecord, facts: Facts, wallet_id: str, tally, w
             or any(outbox.processed_twice.values())
         ):
             return False
-    low, high = tally.expected_balance()
     return low <= balance <= high
 
 
@@ -544,14 +541,15 @@ def check_conservation(
     if facts.write_side is None:
         return []
     wallets = [w for w in wallets if w not in record.unverified]
-    low = high = ZERO
+    low_cents = high_cents = 0
+    tallies, write_side = record.wallets, facts.write_side
     for wallet_id in wallets:
-        tally = record.wallets[wallet_id]
-        if tally.created == INDETERMINATE and wallet_id not in facts.write_side:
+        if wallet_id not in write_side and tallies[wallet_id].created == INDETERMINATE:
             continue
-        wallet_low, wallet_high = tally.expected_balance()
-        low += wallet_low
-        high += wallet_high
+        wallet_low, wallet_high = record.expected_cents(wallet_id)
+        low_cents += wallet_low
+        high_cents += wallet_high
+    low, high = money(low_cents), money(high_cents)
     total = sum((facts.write_side[w].balance for w in wallets if w in facts.write_side), ZERO)
     if low <= total <= high:
         return []

@@ -485,6 +485,21 @@ class RunRecord:
 
     # --- what the record expects of one wallet (row) -----------------------------------------
 
+    def expectations(self, wallet_id: str) -> tuple[Decimal, Decimal, int, int, bool]:
+        """One wallet's (lowest, highest) expected balance and (fewest, most) ledger entries,
+        and whether its replays and reads all matched (no replay answered differently, no
+        read missed a write): the checker's shortcut, without a WalletTally view per wallet."""
+        row = self._index[wallet_id]
+        low, high = self._expected_cents(row)
+        fewest, most = self._expected_entries(row)
+        extra = self._extras.get(row)
+        matched = extra is None or not (extra.replay_mismatches or any(extra.reads_unseen.values()))
+        return money(low), money(high), fewest, most, matched
+
+    def expected_cents(self, wallet_id: str) -> tuple[int, int]:
+        """WalletTally.expected_balance in cents, for sums over many wallets."""
+        return self._expected_cents(self._index[wallet_id])
+
     def _expected_cents(self, row: int) -> tuple[int, int]:
         c, n = self._columns, row
         ok, maybe = self._ok_sum, self._maybe_sum
