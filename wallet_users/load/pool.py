@@ -172,11 +172,11 @@ class WalletPool:
             reserved[row] = reserved.get(row, 0) + wanted
             return wallet_id
         ids, choice = self._ids, self.rng.choice
-        balance, debits = self._balance, self._uncertain_debits
+        spendable = self._spendable
         for _ in range(self.sample_tries if ids else 0):
             candidate = choice(ids)  # drawn one at a time: the first usually covers the amount
             row = rows[candidate]
-            if balance[row] - reserved.get(row, 0) - debits.get(row, 0) >= wanted:  # spendable
+            if spendable(row) >= wanted:
                 reserved[row] = reserved.get(row, 0) + wanted
                 return candidate
         return None

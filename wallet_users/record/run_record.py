@@ -353,18 +353,14 @@ class RunRecord:
         """operation_sent with the amount in cents. (What `operation` does for an indeterminate
         one, without its branches or lists: every request of a run comes through here.)"""
         self.operations[INDETERMINATE] += 1
-        index, maybe_sum, maybe_count = self._index, self._maybe_sum, self._maybe_count
+        maybe_sum, maybe_count = self._maybe_sum, self._maybe_count
         transfer = kind == "transfer"
         leg = _TRANSFER_LEGS[0] if transfer else KIND_INDEX[kind]
-        row = index.get(wallet_id)
-        if row is None:
-            row = self._row(wallet_id)
+        row = self._row(wallet_id)
         maybe_sum[leg][row] += amount
         maybe_count[leg][row] += 1
         if transfer:
-            row = index.get(to_wallet_id)
-            if row is None:
-                row = self._row(to_wallet_id)
+            row = self._row(to_wallet_id)
             maybe_sum[_TRANSFER_LEGS[1]][row] += amount
             maybe_count[_TRANSFER_LEGS[1]][row] += 1
 
@@ -399,35 +395,25 @@ class RunRecord:
         operations = self.operations
         operations[INDETERMINATE] -= 1
         operations[outcome] += 1
-        index, maybe_sum, maybe_count = self._index, self._maybe_sum, self._maybe_count
+        maybe_sum, maybe_count = self._maybe_sum, self._maybe_count
         transfer = kind == "transfer"
         leg = _TRANSFER_LEGS[0] if transfer else KIND_INDEX[kind]
-        row = index.get(wallet_id)
-        if row is None:
-            row = self._row(wallet_id)
+        row = self._row(wallet_id)
         maybe_sum[leg][row] -= amount
         maybe_count[leg][row] -= 1
+        if transfer:
+            to_leg, to_row = _TRANSFER_LEGS[1], self._row(to_wallet_id)
+            maybe_sum[to_leg][to_row] -= amount
+            maybe_count[to_leg][to_row] -= 1
         if outcome == OK:
             self._ok_sum[leg][row] += amount
             self._ok_count[leg][row] += 1
             if transfer:
-                row = index.get(to_wallet_id)
-                if row is None:
-                    row = self._row(to_wallet_id)
-                leg = _TRANSFER_LEGS[1]
-                maybe_sum[leg][row] -= amount
-                maybe_count[leg][row] -= 1
-                self._ok_sum[leg][row] += amount
-                self._ok_count[leg][row] += 1
-            return
-        if transfer:
-            to_row = index.get(to_wallet_id)
-            if to_row is None:
-                to_row = self._row(to_wallet_id)
-            maybe_sum[_TRANSFER_LEGS[1]][to_row] -= amount
-            maybe_count[_TRANSFER_LEGS[1]][to_row] -= 1
-        self._rejected[row] += 1
-        self._refused[row] += int(refused_for_funds)
+                self._ok_sum[to_leg][to_row] += amount
+                self._ok_count[to_leg][to_row] += 1
+        else:  # REJECTED
+            self._rejected[row] += 1
+            self._refused[row] += int(refused_for_funds)
 
     def replay(
         self,
