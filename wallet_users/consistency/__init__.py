@@ -18,11 +18,10 @@ from ..record.history import RunHistory
 from .checker import check_consistency, detail_wallets, find_violations, wallets_in_scope
 from .facts import Facts
 from .reading import (
-    QUIET_SECONDS,
     CheckError,
     connect,
-    current_snapshot,
     missing_tables,
+    quiet_since,
     read_facts,
     run_wallet_ids,
     wait_for_drain,
@@ -109,16 +108,13 @@ def run_check(
                 return unprocessed(read[0])
 
             def settled(first: Facts) -> bool:
-                # The drain's "empty twice, QUIET_SECONDS apart" from one read: nothing was
-                # unprocessed in its snapshot, and QUIET_SECONDS after it the database's
-                # snapshot is the same one (no transaction ended: a second read would read the
-                # same). Else the drain polls the backlog as it always did.
-                if first.snapshot is None or any(unprocessed(first).values()):
-                    return False
-                rest = QUIET_SECONDS - (time.monotonic() - first.snapshot_at)
-                if rest > 0:
-                    sleep(rest)
-                return current_snapshot(conn) == first.snapshot
+                # the first read is final when it found nothing unprocessed and the database
+                # stayed quiet after it; else the drain polls the backlog as it always did
+                return (
+                    first.snapshot is not None
+                    and not any(unprocessed(first).values())
+                    and quiet_since(conn, first.snapshot, first.snapshot_at, sleep)
+                )
 
             settle: dict = {}
             if "outbox" not in missing and "outbox_consumer_processing" not in missing:

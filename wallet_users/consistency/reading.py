@@ -242,6 +242,22 @@ def current_snapshot(conn: psycopg.Connection) -> str:
 QUIET_SECONDS = 0.5  # longer than any command's commit takes after its answer was cut short
 
 
+def quiet_since(
+    conn: psycopg.Connection,
+    snapshot: str,
+    taken_at: float,
+    sleep: Callable[[float], None] = time.sleep,
+) -> bool:
+    """wait_for_drain's "empty twice, QUIET_SECONDS apart" for a read that found the backlog
+    empty in `snapshot` (taken at time.monotonic() `taken_at`): True when QUIET_SECONDS after
+    it the database's snapshot is the same (no transaction ended: a second read would read the
+    same), so that read needs no second one."""
+    rest = QUIET_SECONDS - (time.monotonic() - taken_at)
+    if rest > 0:
+        sleep(rest)
+    return current_snapshot(conn) == snapshot
+
+
 def wait_for_drain(
     conn: psycopg.Connection,
     schema: Schema,
