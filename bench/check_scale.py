@@ -304,14 +304,15 @@ class CpuSpent:
 # The check's queries, in the order read_facts runs them (backlog is wait_for_drain's poll). The
 # duplicate referenceIds are not read where a unique index proves there are none (the contract's
 # schema has it), and the duplicate events are read only for wallets the ledger pass flagged.
-# The ledger pass compares the snapshots too: _check_snapshots reads only the wallets it could
-# not compare (none on the generated, clean data). _outbox_counted is what the check runs instead
+# The ledger pass (_read_ledger: the ledger's columns, checked in numpy, with the SQL pass only for
+# wallets they cannot vouch for, none on the generated, clean data) compares the snapshots too:
+# _check_snapshots reads only the wallets it could not compare (none here). _outbox_counted is what the check runs instead
 # of _outbox and _lag where UNIQUE (outbox_event_id, consumer_name) holds (the contract's schema).
 QUERIES = (
     "backlog",
     "_write_side",
     "_read_model",
-    "_ledger",
+    "_read_ledger",
     "_transfer_imbalances",
     "_check_snapshots",
     "_outbox",
@@ -340,7 +341,7 @@ def per_query(
         "consumers": list(CONSUMERS),
         "wallet_ids": ids,
     }
-    snapshots = reading._history_params(history, ids) if history else None
+    snapshots = (lambda: reading._history_params(history, ids)) if history else None
     facts = Facts(ledger={})
     screened: dict = {}
     timings = {}
@@ -363,9 +364,11 @@ def per_query(
                 if snapshots:
                     with conn.transaction():  # its SET LOCAL
                         reading._check_snapshots(conn, schema, params, facts, snapshots, screened)
-            elif name == "_ledger":
+            elif name == "_read_ledger":
                 with conn.transaction():  # its SET LOCAL
-                    _, _, screened = reading._ledger(conn, schema, params, snapshots)
+                    _, _, screened = reading._read_ledger(
+                        conn, schema, params, history, snapshots, {}
+                    )
             elif name in ("_lag", "_outbox_counted"):
                 with conn.transaction():  # its SET LOCAL
                     getattr(reading, name)(conn, schema, params)

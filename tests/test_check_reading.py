@@ -212,8 +212,8 @@ def assert_same_facts(before, now) -> list[str]:
     """Every fact equal, lists in any order (the queries' ORDER BY ... LIMIT leaves ties
     unordered); the lag's count and max equal, its percentiles within the stated bound."""
     for name in vars(before):
-        if name in ("lag", "proved_by_constraint", "snapshot", "snapshot_at"):
-            continue  # compared below, or when and in which snapshot the facts were read
+        if name in ("lag", "proved_by_constraint", "snapshot", "snapshot_at", "read_by"):
+            continue  # compared below, or when, in which snapshot and how the facts were read
         old, new = getattr(before, name), getattr(now, name)
         if isinstance(old, list):
             old, new = sorted(old), sorted(new)
@@ -249,7 +249,7 @@ def same_report(record, before, now) -> None:
     old = check_consistency(record, in_order(before)).to_dict()
     new = check_consistency(record, in_order(now)).to_dict()
     for report in (old, new):
-        for key in ("projection_lag_ms", "proved_by_constraint"):
+        for key in ("projection_lag_ms", "proved_by_constraint", "read_by"):
             report.pop(key)
     assert new == old
 
@@ -262,6 +262,8 @@ def test_the_faster_reading_reads_the_same_facts_on_a_corrupted_database(
     history = history_in_segments(tmp_path)
     clean_before, clean_now = both_readings(database_dsn, record, history)
     assert assert_same_facts(clean_before, clean_now) == PROVED
+    # the ledger's columns vouched for every wallet: none went through the SQL pass
+    assert clean_now.read_by["ledger"] == "columns"
     # one entry per version: every wallet's snapshots compared in the ledger pass itself
     assert None not in screened(database_dsn, record, history).values()
 
@@ -269,6 +271,9 @@ def test_the_faster_reading_reads_the_same_facts_on_a_corrupted_database(
     before, now = both_readings(database_dsn, record, history)
     assert assert_same_facts(before, now) == PROVED
     assert now.duplicate_event_entries and now.transfer_imbalances  # the folded checks found them
+    # the columns handed the wallets with a broken ledger, and only those, to the SQL pass:
+    # skip, duplicate, wrong before, arithmetic, negative, transfer, initial twice, same eventId
+    assert now.read_by["ledger"] == "columns; 8 wallets through the SQL pass"
     assert any(s.example_event for s in now.outbox.values())  # read for the stalled wallets
     assert any(s.mismatched for s in now.snapshots.values())
     # the ledger pass compared the snapshots of wallets with one entry per version itself, their
@@ -307,6 +312,15 @@ def test_the_faster_reading_reads_the_same_facts_on_a_corrupted_database(
     assert assert_same_facts(before, now) == []  # nothing proved: every check read
     assert now.duplicate_references and now.snapshots is None and now.snapshots_skipped
     assert any(sum(s.processed_twice.values()) for s in now.outbox.values())
+    same_report(record, before, now)
+
+    # amounts the columns cannot carry as integers (numeric of no declared scale): the whole
+    # ledger goes through the SQL pass, and reads the same
+    with psycopg.connect(database_dsn, autocommit=True) as conn:
+        conn.execute("ALTER TABLE ledger_entries ALTER COLUMN amount TYPE numeric")
+    before, now = both_readings(database_dsn, record, history)
+    assert now.read_by["ledger"].startswith("SQL pass")
+    assert_same_facts(before, now)
     same_report(record, before, now)
 
 

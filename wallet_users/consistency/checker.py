@@ -606,6 +606,7 @@ def _note_skipped(report: ConsistencyReport, facts: Facts) -> None:
         if missing:
             report.skipped[check] = "; ".join(missing)
     report.proved_by_constraint = dict(facts.proved_by_constraint)
+    report.read_by = dict(facts.read_by)
 
 
 def _quoted(dotted: str) -> str:

@@ -125,3 +125,6 @@ class Facts:
     # time.monotonic() just after it was taken: see run_check's drain
     snapshot: str | None = None
     snapshot_at: float = 0.0
+    # how a group of facts was read, where there is more than one way: group -> how (the
+    # ledger: "columns", or the columns with some wallets through the SQL pass, or the SQL pass)
+    read_by: dict[str, str] = field(default_factory=dict)

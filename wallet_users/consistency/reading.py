@@ -6,6 +6,7 @@ packed once, and rows come back keyed by the wallet's position in that array."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import struct
@@ -23,6 +24,7 @@ from psycopg.pq import Format
 
 from ..record.history import RECORD_SIZE, RunHistory
 from ..record.ids import run_regex
+from . import ledger_columns
 from .facts import (
     EntryRow,
     EventRow,
@@ -333,7 +335,9 @@ def read_facts(
         "consumers": list(CONSUMERS),
         "wallet_ids": wallet_ids,
     }
-    snapshots = _history_params(history, wallet_ids) if history else None
+    # the snapshots as arrays for the SQL passes: built only if one of them runs (the ledger's
+    # columns compare the snapshots from the history itself)
+    snapshots = functools.cache(lambda: _history_params(history, wallet_ids)) if history else None
     unique = unique_constraints(conn, schema)
     once = PROCESSED_ONCE in unique
     outbox: _Beside | None = None
@@ -363,7 +367,9 @@ def read_facts(
             if have("wallets_read_model"):
                 facts.read_model = _read_model(conn, schema, params)
             if have("ledger_entries"):
-                facts.ledger, doubled, screened = _ledger(conn, schema, params, snapshots)
+                facts.ledger, doubled, screened = _read_ledger(
+                    conn, schema, params, history, snapshots, facts.read_by
+                )
                 if "ledger_entries.referenceId" in unique:
                     facts.duplicate_references = []
                     facts.proved_by_constraint["duplicate referenceIds"] = unique[
@@ -696,6 +702,37 @@ SELECT coalesce(g.wallet, hc.n), g.entries, g.total, g.last_after, g.first_befor
     return summaries, doubled, screened
 
 
+def _read_ledger(
+    conn,
+    schema: Schema,
+    params,
+    history: RunHistory | None,
+    snapshots: Callable | None,
+    read_by: dict[str, str],
+) -> tuple[dict[str, LedgerSummary], list[str], dict[str, SnapshotCheck | None]]:
+    """_ledger's facts from the ledger's columns (ledger_columns), which hand the wallets they
+    cannot vouch for to _ledger restricted to them; from _ledger alone where the columns cannot
+    carry the ledger's amounts. `read_by["ledger"]` says which."""
+
+    def exact(wallets: list[str]):
+        read_by["ledger"] = f"columns; {len(wallets)} wallets through the SQL pass"
+        restricted = {**params, "ids": PackedArray.of_text(wallets), "wallet_ids": wallets}
+        return _ledger(
+            conn, schema, restricted, _history_params(history, wallets) if history else None
+        )
+
+    found = ledger_columns.read(
+        conn, schema, params["wallet_ids"], RUN_POSITIONS, params, history, exact
+    )
+    if found is not None:
+        read_by.setdefault("ledger", "columns")
+        return found
+    read_by["ledger"] = (
+        "SQL pass: amount, balanceBefore and balanceAfter are not numeric(p, s) of one scale"
+    )
+    return _ledger(conn, schema, params, snapshots() if snapshots else None)
+
+
 def _duplicate_references(conn, schema: Schema, params) -> list[tuple[str, int, str]]:
     c = _ledger_columns(schema)
     query = sql.SQL(
@@ -960,7 +997,7 @@ def _history_params(history: RunHistory, wallet_ids: Sequence[str]) -> dict[str,
 
 
 def _check_snapshots(
-    conn, schema: Schema, params, facts: Facts, history: dict | None, screened: dict
+    conn, schema: Schema, params, facts: Facts, history: Callable[[], dict] | None, screened: dict
 ) -> None:
     """Every acknowledged snapshot (wallet, version, balance) against the ledger entry of that
     version: per wallet the count, the mismatches and the first one. Only where the ledger keeps
@@ -978,7 +1015,7 @@ def _check_snapshots(
     checks = {wallet: check for wallet, check in screened.items() if check is not None}
     unsure = [wallet for wallet, check in screened.items() if check is None]
     if unsure:
-        checks.update(_compare_snapshots(conn, schema, unsure, params["wallet_ids"], history))
+        checks.update(_compare_snapshots(conn, schema, unsure, params["wallet_ids"], history()))
     facts.snapshots = checks
 
 

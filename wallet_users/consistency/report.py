@@ -106,6 +106,7 @@ class ConsistencyReport:
     skipped: dict[str, str] = field(default_factory=dict)  # check -> why
     # checks not run because the database's own constraint proves them: check -> constraint
     proved_by_constraint: dict[str, str] = field(default_factory=dict)
+    read_by: dict[str, str] = field(default_factory=dict)  # Facts.read_by: how each was read
     lag_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     settle: dict[str, Any] = field(default_factory=dict)
     unverified_wallets: list[str] = field(default_factory=list)
@@ -163,6 +164,7 @@ class ConsistencyReport:
                 "divergences": dict(list(self.divergences.items())[:MAX_KEPT_PER_KIND]),
                 "skipped_checks": self.skipped,
                 "proved_by_constraint": self.proved_by_constraint,
+                "read_by": self.read_by,
                 "projection_lag_ms": self.lag_ms,
                 "settle": self.settle,
                 "unverified_wallets": self.unverified_wallets,

@@ -1,0 +1,341 @@
+"""The ledger pass as columns: the run's ledger entries fetched once as six binary arrays (the
+wallet's position, the event version, a hash of the eventId, balanceBefore, balanceAfter and the
+signed amount, in minor units as int8) and summed, chained and compared with the acknowledged
+snapshots in numpy, instead of a window and aggregate pass in SQL.
+
+It decides only what it can decide exactly. A wallet whose entries are not plainly in order (an
+entry without an event version, two entries of one version), whose chain or arithmetic breaks,
+that may carry an event twice, or whose amounts do not fit the columns is handed, with its
+snapshots, to the SQL pass (`reading._ledger`) restricted to those wallets: that pass says
+which entry broke and how, the columns only that something did. On a healthy run no wallet
+goes there; on a broken one the exact pass reads only the broken wallets.
+
+Where the columns cannot carry the ledger's values exactly (amounts that are not numeric with a
+declared scale) `read` returns None and the whole ledger goes through the SQL pass."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+
+import numpy as np
+import psycopg
+from psycopg import sql
+from psycopg.adapt import Loader
+from psycopg.pq import Format
+
+from ..record.history import RunHistory
+from .facts import LedgerSummary, SnapshotCheck
+from .schema import Schema
+
+# An entry with no event version: sorts after every int4 version, as NULL does in the SQL pass.
+NO_VERSION = 2**31
+# Minor units (cents, for a scale of 2) above which a value is not carried: it and any sum of up
+# to MAX_ENTRIES of them fit an int8. Such a wallet goes to the SQL pass.
+LIMIT = 10**15
+MAX_ENTRIES = 9_000
+NOT_CARRIED = -(2**62)  # what the columns hold for a value beyond LIMIT, or NULL
+MAX_SCALE = 6
+ARRAY_HEADER = struct.Struct(">iiiii")  # ndim, has-nulls flag, element oid, length, lower bound
+INT4_ARRAY, INT8_ARRAY = 1007, 1016
+
+Ledger = tuple[dict[str, LedgerSummary], list[str], dict[str, SnapshotCheck | None]]
+
+
+class _RawArray(Loader):
+    """An int4[] or int8[] column kept as its binary wire bytes, for numpy to read in one go
+    (psycopg would build a Python list of a million ints)."""
+
+    format = Format.BINARY
+
+    def load(self, data) -> bytes:
+        return bytes(data)
+
+
+def amount_scale(conn: psycopg.Connection, schema: Schema) -> int | None:
+    """The scale the ledger's amount, balanceBefore and balanceAfter share, where all three are
+    numeric(p, s) with the same s (at most MAX_SCALE): the columns then carry them exactly as
+    integers of 10^-s. None otherwise (unconstrained numeric, another type, different scales)."""
+    t = "ledger_entries"
+    names = [schema.columns[t][c] for c in ("amount", "balanceBefore", "balanceAfter")]
+    rows = conn.execute(
+        """SELECT a.attname::text, a.atttypid = 'numeric'::regtype AND a.atttypmod >= 4,
+                  (a.atttypmod - 4) & 65535
+             FROM pg_attribute AS a
+            WHERE a.attrelid = to_regclass(%s) AND a.attname = ANY(%s) AND NOT a.attisdropped""",
+        (schema.table(t).as_string(conn), names),
+    ).fetchall()
+    scales = {scale for _, numeric, scale in rows if numeric}
+    if len(rows) != 3 or not all(numeric for _, numeric, _ in rows) or len(scales) != 1:
+        return None
+    scale = scales.pop()
+    return scale if scale <= MAX_SCALE else None
+
+
+def _query(schema: Schema, scale: int, run_positions: sql.Composable) -> sql.Composed:
+    t = "ledger_entries"
+    col = lambda key: schema.col(t, key, "l")  # noqa: E731
+    bound = sql.Literal(Decimal(LIMIT).scaleb(-scale))
+    factor = sql.Literal(10**scale)
+
+    def minor(value: sql.Composable) -> sql.Composable:
+        # NULL and values beyond LIMIT fall to NOT_CARRIED (never an int8 overflow)
+        return sql.SQL(
+            "CASE WHEN abs({v}) < {bound} THEN ({v} * {factor})::int8 ELSE {no} END"
+        ).format(v=value, bound=bound, factor=factor, no=sql.Literal(NOT_CARRIED))
+
+    return sql.SQL(
+        """WITH {run} SELECT array_agg(r.n),
+       array_agg(coalesce(({metadata} ->> 'eventVersion')::integer::int8, {no_version})),
+       array_agg(coalesce(hashtextextended({metadata} ->> 'eventId', 0), 0)),
+       array_agg({before}), array_agg({after}),
+       array_agg(CASE WHEN {type}::text IN ('CREDIT', 'TRANSFER_IN') THEN {amount} ELSE -{amount} END)
+  FROM {table} AS l JOIN run_wallets AS r ON r.id = {wallet}"""
+    ).format(
+        run=run_positions,
+        metadata=col("metadata"),
+        no_version=sql.Literal(NO_VERSION),
+        before=minor(col("balanceBefore")),
+        after=minor(col("balanceAfter")),
+        type=col("transactionType"),
+        amount=minor(col("amount")),
+        table=schema.table(t),
+        wallet=col("walletId"),
+    )
+
+
+def _units(scale: int) -> Callable[[int], Decimal]:
+    """Minor units to the Decimal the SQL pass reads (its numeric's scale), each value made
+    once: a run's balances repeat, and a Decimal is immutable."""
+    made: dict[int, Decimal] = {}
+
+    def unit(value: int) -> Decimal:
+        found = made.get(value)
+        if found is None:
+            found = made[value] = Decimal(value).scaleb(-scale)
+        return found
+
+    return unit
+
+
+def _column(data: bytes | None) -> np.ndarray:
+    """A one-dimensional int4[] or int8[] without NULLs, from its binary wire bytes, as int64."""
+    if data is None:
+        return np.empty(0, np.int64)
+    ndim, _, oid = struct.unpack_from(">iii", data)
+    if ndim == 0:
+        return np.empty(0, np.int64)
+    _, has_nulls, oid, length, _ = ARRAY_HEADER.unpack_from(data)
+    if ndim != 1 or has_nulls:
+        raise ValueError("the ledger's columns came back with NULLs or more than one dimension")
+    value = ">i8" if oid == 20 else ">i4"
+    element = np.dtype([("length", ">i4"), ("value", value)])
+    return np.frombuffer(data, element, count=length, offset=ARRAY_HEADER.size)["value"].astype(
+        np.int64
+    )
+
+
+# history.RECORD ("<IiqqB"): the wallet's index in its segment's table, the version, the
+# balance in cents, the amount in cents, the kind.
+RECORD_DTYPE = np.dtype(
+    [("idx", "<u4"), ("version", "<i4"), ("cents", "<i8"), ("amount", "<i8"), ("kind", "u1")]
+)
+
+
+def history_columns(history: RunHistory, wallet_ids: Sequence[str]) -> tuple[np.ndarray, ...]:
+    """The acknowledged snapshots as columns: the wallet's 1-based position in `wallet_ids`,
+    the version and the balance in cents, for the snapshots of the run's wallets that have a
+    ledger entry to compare with (as reading.SNAPSHOT_ROWS: not a creation without balance)."""
+    position = {wallet: n for n, wallet in enumerate(wallet_ids, 1)}
+    tables, records = [], []
+    for segment in history.segments:
+        table = np.fromiter((position.get(w, 0) for w in segment.wallets), np.int64)
+        data = b"".join(segment.blocks())
+        rows = np.frombuffer(data, RECORD_DTYPE)
+        tables.append(table[rows["idx"]] if len(table) else np.zeros(len(rows), np.int64))
+        records.append(rows)
+    if not records:
+        empty = np.empty(0, np.int64)
+        return empty, empty, empty
+    n = np.concatenate(tables)
+    rows = np.concatenate(records)
+    version = rows["version"].astype(np.int64)
+    keep = (n > 0) & ~((rows["kind"] == 0) & (version == 0))
+    return n[keep], version[keep], rows["cents"][keep].astype(np.int64)
+
+
+def read(
+    conn: psycopg.Connection,
+    schema: Schema,
+    wallet_ids: list[str],
+    run_positions: sql.Composable,
+    params: dict,
+    history: RunHistory | None,
+    exact: Callable[[list[str]], Ledger],
+) -> Ledger | None:
+    """reading._ledger's three values (summaries, wallets that may carry an event twice, the
+    snapshots compared) from the columns; `exact(wallets)` is the SQL pass for those wallets.
+    None when the ledger's amounts cannot be carried as columns."""
+    scale = amount_scale(conn, schema)
+    if scale is None:
+        return None
+    cursor = conn.cursor(binary=True)
+    for oid in (INT4_ARRAY, INT8_ARRAY):
+        cursor.adapters.register_loader(oid, _RawArray)
+    row = cursor.execute(_query(schema, scale, run_positions), params, binary=True).fetchone()
+    n, version, event_hash, before, after, signed = (_column(data) for data in row)
+
+    # each wallet's entries in version order (unversioned ones last, as NULLS LAST)
+    order = np.argsort((n << 33) | (version + 2**31), kind="stable")
+    n, version, event_hash = n[order], version[order], event_hash[order]
+    before, after, signed = before[order], after[order], signed[order]
+    total_rows = len(n)
+    first = np.ones(total_rows, bool)
+    first[1:] = n[1:] != n[:-1]
+    starts = np.flatnonzero(first)
+    ends = np.append(starts[1:], total_rows)
+    counts = ends - starts
+    wallet_n = n[starts]
+
+    # rows the columns cannot vouch for: their wallets go to the exact pass
+    odd = (
+        (version == NO_VERSION)
+        | (np.abs(before) >= LIMIT)
+        | (np.abs(after) >= LIMIT)
+        | (np.abs(signed) >= LIMIT)
+        | (after != before + signed)
+    )
+    if total_rows > 1:
+        same = ~first[1:]
+        odd[1:] |= same & ((version[1:] == version[:-1]) | (before[1:] != after[:-1]))
+    odd_wallet = (np.logical_or.reduceat(odd, starts) if total_rows else np.zeros(0, bool)) | (
+        counts > MAX_ENTRIES
+    )
+    # two entries of a wallet whose eventIds hash alike in their top 33 bits (or have none):
+    # maybe the same event, for the exact pass to count
+    hashed = (n << 33) | ((event_hash >> 31) & (2**33 - 1))
+    hashed.sort()
+    twins = np.unique(hashed[1:][hashed[1:] == hashed[:-1]] >> 33)
+    odd_wallet |= np.isin(wallet_n, twins)
+
+    total = np.add.reduceat(signed, starts) if total_rows else signed[:0]
+    lowest = (
+        np.minimum(np.minimum.reduceat(before, starts), np.minimum.reduceat(after, starts))
+        if total_rows
+        else before[:0]
+    )
+    first_version = version[starts]
+    contiguous = version[ends - 1] - first_version + 1 == counts
+
+    summaries: dict[str, LedgerSummary] = {}
+    screened: dict[str, SnapshotCheck | None] = {}
+    unit = _units(scale)
+    plain = ~odd_wallet
+    for wn, entries, sum_, last, first_before, low in zip(
+        wallet_n[plain].tolist(),
+        counts[plain].tolist(),
+        total[plain].tolist(),
+        after[ends[plain] - 1].tolist(),
+        before[starts[plain]].tolist(),
+        lowest[plain].tolist(),
+        strict=True,
+    ):
+        summaries[wallet_ids[wn - 1]] = LedgerSummary(
+            entries, unit(sum_), unit(last), unit(first_before), unit(low)
+        )
+
+    if history is not None:
+        screened = _screen(
+            history,
+            wallet_ids,
+            wallet_n,
+            plain,
+            contiguous,
+            starts,
+            counts,
+            first_version,
+            after,
+            scale,
+        )
+    doubled: list[str] = []
+    flagged = [wallet_ids[wn - 1] for wn in wallet_n[odd_wallet].tolist()]
+    if flagged:
+        more, doubled, checks = exact(flagged)
+        summaries.update(more)
+        screened.update(checks)
+    return summaries, doubled, screened
+
+
+def _screen(
+    history: RunHistory,
+    wallet_ids: list[str],
+    wallet_n: np.ndarray,
+    plain: np.ndarray,
+    contiguous: np.ndarray,
+    starts: np.ndarray,
+    counts: np.ndarray,
+    first_version: np.ndarray,
+    after: np.ndarray,
+    scale: int,
+) -> dict[str, SnapshotCheck | None]:
+    """The snapshots of the plain wallets with one entry per version from their lowest to their
+    highest, against the balanceAfter of that version: wallet -> its SnapshotCheck. Every other
+    wallet with snapshots maps to None (compared one by one later), but for the flagged wallets,
+    which the exact pass screens."""
+    h_n, h_version, h_cents = history_columns(history, wallet_ids)
+    where = np.full(len(wallet_ids) + 1, -1, np.int64)  # position -> the wallet's group, or -1
+    where[wallet_n] = np.arange(len(wallet_n))
+    group = where[h_n]
+    in_ledger = group >= 0
+    screened: dict[str, SnapshotCheck | None] = {
+        wallet_ids[n - 1]: None for n in np.unique(h_n[~in_ledger]).tolist()
+    }
+    g = group[in_ledger]
+    version, cents = h_version[in_ledger], h_cents[in_ledger]
+    usable = plain[g] & contiguous[g]
+    for n in np.unique(wallet_n[g[plain[g] & ~contiguous[g]]]).tolist():
+        screened[wallet_ids[n - 1]] = None
+    g, version, cents = g[usable], version[usable], cents[usable]
+    offset = version - first_version[g]
+    inside = (offset >= 0) & (offset < counts[g])
+    at = starts[g] + np.where(inside, offset, 0)
+    low = after[at]
+    # balanceAfter * 100 = the acknowledged cents, in the ledger's minor units
+    bad = ~inside | (low * 100 != cents * 10**scale)
+    checked = np.bincount(g, minlength=len(wallet_n))
+    mismatched = np.bincount(g[bad], minlength=len(wallet_n))
+    first: dict[int, tuple] = {}
+    for group_, v, c, low_, ok in zip(
+        g[bad].tolist(),
+        version[bad].tolist(),
+        cents[bad].tolist(),
+        low[bad].tolist(),
+        inside[bad].tolist(),
+        strict=True,
+    ):
+        # the lowest (version, cents, balanceAfter), no entry after any balance (array order)
+        key = (v, c, (0, low_) if ok else (1, 0))
+        if group_ not in first or key < first[group_][0]:
+            first[group_] = (key, v, c, low_ if ok else None)
+    unit = _units(scale)
+    alike: dict[int, SnapshotCheck] = {}  # one for each count of snapshots without a mismatch
+    groups = np.flatnonzero(checked)
+    for group_, n, count, wrong in zip(
+        groups.tolist(),
+        wallet_n[groups].tolist(),
+        checked[groups].tolist(),
+        mismatched[groups].tolist(),
+        strict=True,
+    ):
+        if not wrong:
+            check = alike.get(count)
+            if check is None:
+                check = alike[count] = SnapshotCheck(count, 0, None)
+        else:
+            _, v, c, low_ = first[group_]
+            check = SnapshotCheck(
+                count, wrong, (v, Decimal(c) / 100, unit(low_) if low_ is not None else None)
+            )
+        screened[wallet_ids[n - 1]] = check
+    return screened
