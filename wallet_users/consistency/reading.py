@@ -324,9 +324,10 @@ def read_facts(
     set-based aggregates over the run's wallets, the acknowledged snapshots against the ledger,
     then, for the wallets `needs_detail` (the checker's own choice) names, their rows.
 
-    With `beside`, a second connection to the same database, the outbox and lag passes and
-    the transfers' legs run there while the ledger's other passes run here, in the same snapshot (exported and imported): the
-    same facts, the two largest groups of passes overlapping where a core is free."""
+    With `beside`, a second connection to the same database, the outbox and lag passes, the
+    transfers' legs, the write side and the read model run there while the ledger's other passes
+    run here, in the same snapshot (exported and imported): the same facts, the two sides
+    overlapping where a core is free."""
     facts = Facts(tables_missing=missing_tables(conn, schema))
     _register(conn)
     wallet_ids = list(wallet_ids)
@@ -350,21 +351,24 @@ def read_facts(
             facts.snapshot = current_snapshot(conn)  # the first query: the transaction's own
             facts.snapshot_at = time.monotonic()
             have = lambda *tables: not any(t in facts.tables_missing for t in tables)  # noqa: E731
-            # beside, the outbox and lag passes, then the transfers' legs (a pass of its own
-            # over the ledger): about as long, together, as the ledger's passes here
-            transfers_beside = have("ledger_entries")
+            # beside: the outbox and lag passes, the transfers' legs (a pass of its own over
+            # the ledger), the write side and the read model; here, the ledger's passes: about
+            # as long, each side
+            passes: dict[str, Callable[[psycopg.Connection], object]] = {}
             if have("outbox", "outbox_consumer_processing") and beside is not None:
+                passes["outbox"] = lambda c: _outbox_and_lag(c, schema, params, once)
+                if have("ledger_entries"):
+                    passes["transfers"] = lambda c: _transfer_imbalances(c, schema, params)
+                if have("wallets"):
+                    passes["write_side"] = lambda c: _write_side(c, schema, params)
+                if have("wallets_read_model"):
+                    passes["read_model"] = lambda c: _read_model(c, schema, params)
                 snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
                 outbox = _Beside(beside, snapshot, statement_timeout_s)
-                outbox.start(
-                    lambda c: (
-                        _outbox_and_lag(c, schema, params, once),
-                        _transfer_imbalances(c, schema, params) if transfers_beside else None,
-                    )
-                )
-            if have("wallets"):
+                outbox.start(lambda c: {name: read(c) for name, read in passes.items()})
+            if have("wallets") and "write_side" not in passes:
                 facts.write_side = _write_side(conn, schema, params)
-            if have("wallets_read_model"):
+            if have("wallets_read_model") and "read_model" not in passes:
                 facts.read_model = _read_model(conn, schema, params)
             if have("ledger_entries"):
                 facts.ledger, doubled, screened = _read_ledger(
@@ -384,14 +388,16 @@ def read_facts(
                     if doubled
                     else []
                 )
-                if outbox is None:
+                if "transfers" not in passes:
                     facts.transfer_imbalances = _transfer_imbalances(conn, schema, params)
                 _check_snapshots(conn, schema, params, facts, snapshots, screened)
             if have("outbox", "outbox_consumer_processing"):
                 if outbox is not None:
-                    (facts.outbox, facts.lag), transfers = outbox.result()
-                    if transfers_beside:
-                        facts.transfer_imbalances = transfers
+                    found = outbox.result()
+                    facts.outbox, facts.lag = found["outbox"]
+                    facts.transfer_imbalances = found.get("transfers", facts.transfer_imbalances)
+                    facts.write_side = found.get("write_side", facts.write_side)
+                    facts.read_model = found.get("read_model", facts.read_model)
                 else:
                     facts.outbox, facts.lag = _outbox_and_lag(conn, schema, params, once)
                 if once:
