@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import numpy as np
@@ -105,6 +106,15 @@ def _query(schema: Schema, scale: int, run_positions: sql.Composable) -> sql.Com
     )
 
 
+def _decimals(values: np.ndarray, scale: int) -> np.ndarray:
+    """Minor units as the Decimals the SQL pass reads (its numeric's scale), in an object array:
+    each distinct value made once (a run's balances repeat; a Decimal is immutable)."""
+    distinct, where = np.unique(values, return_inverse=True)
+    made = np.empty(len(distinct), object)
+    made[:] = [Decimal(v).scaleb(-scale) for v in distinct.tolist()]
+    return made[where]
+
+
 def _units(scale: int) -> Callable[[int], Decimal]:
     """Minor units to the Decimal the SQL pass reads (its numeric's scale), each value made
     once: a run's balances repeat, and a Decimal is immutable."""
@@ -183,7 +193,11 @@ def read(
     cursor = conn.cursor(binary=True)
     for oid in (INT4_ARRAY, INT8_ARRAY):
         cursor.adapters.register_loader(oid, _RawArray)
-    row = cursor.execute(_query(schema, scale, run_positions), params, binary=True).fetchone()
+    with ThreadPoolExecutor(1, thread_name_prefix="history-columns") as pool:
+        # the snapshots' columns are cut from the history while the server reads the ledger
+        acknowledged = pool.submit(history_columns, history, wallet_ids) if history else None
+        row = cursor.execute(_query(schema, scale, run_positions), params, binary=True).fetchone()
+        snapshots = acknowledged.result() if acknowledged else None
     n, version, event_hash, before, after, signed = (_column(data) for data in row)
 
     # each wallet's entries in version order (unversioned ones last, as NULLS LAST)
@@ -230,24 +244,29 @@ def read(
 
     summaries: dict[str, LedgerSummary] = {}
     screened: dict[str, SnapshotCheck | None] = {}
-    unit = _units(scale)
     plain = ~odd_wallet
-    for wn, entries, sum_, last, first_before, low in zip(
-        wallet_n[plain].tolist(),
-        counts[plain].tolist(),
-        total[plain].tolist(),
-        after[ends[plain] - 1].tolist(),
-        before[starts[plain]].tolist(),
-        lowest[plain].tolist(),
-        strict=True,
-    ):
-        summaries[wallet_ids[wn - 1]] = LedgerSummary(
-            entries, unit(sum_), unit(last), unit(first_before), unit(low)
+    kept = int(plain.sum())
+    # the four money figures of every plain wallet, each distinct value made a Decimal once
+    sums, lasts, firsts, lows = (
+        _decimals(
+            np.concatenate(
+                [total[plain], after[ends[plain] - 1], before[starts[plain]], lowest[plain]]
+            ),
+            scale,
         )
+        .reshape(4, kept)
+        .tolist()
+        if kept
+        else ([], [], [], [])
+    )
+    for wn, entries, sum_, last, first_before, low in zip(
+        wallet_n[plain].tolist(), counts[plain].tolist(), sums, lasts, firsts, lows, strict=True
+    ):
+        summaries[wallet_ids[wn - 1]] = LedgerSummary(entries, sum_, last, first_before, low)
 
-    if history is not None:
+    if snapshots is not None:
         screened = _screen(
-            history,
+            snapshots,
             wallet_ids,
             wallet_n,
             plain,
@@ -268,7 +287,7 @@ def read(
 
 
 def _screen(
-    history: RunHistory,
+    snapshots: tuple[np.ndarray, np.ndarray, np.ndarray],
     wallet_ids: list[str],
     wallet_n: np.ndarray,
     plain: np.ndarray,
@@ -283,7 +302,7 @@ def _screen(
     highest, against the balanceAfter of that version: wallet -> its SnapshotCheck. Every other
     wallet with snapshots maps to None (compared one by one later), but for the flagged wallets,
     which the exact pass screens."""
-    h_n, h_version, h_cents = history_columns(history, wallet_ids)
+    h_n, h_version, h_cents = snapshots
     where = np.full(len(wallet_ids) + 1, -1, np.int64)  # position -> the wallet's group, or -1
     where[wallet_n] = np.arange(len(wallet_n))
     group = where[h_n]
