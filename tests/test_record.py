@@ -414,3 +414,15 @@ def test_merging_a_record_that_shares_wallets_adds_their_operations_and_keeps_th
     assert first.wallets["c"].expected_balance() == (Decimal(7), Decimal(7))
     assert first.wallets["a"].expected_balance() == (Decimal(100), Decimal(100))
     assert first.creations_attempted == 4 and first.operations[OK] == 2
+
+
+@given(histories(), st.lists(st.integers(0, 5000), max_size=3))
+def test_the_expectations_of_many_wallets_at_once_are_each_wallets_own(
+    history: list[tuple], adopted: list[int]
+) -> None:
+    record = record_of(history)
+    for n, balance in enumerate(adopted):  # adopted wallets: a baseline instead of a creation
+        record.wallet_adopted(f"lt-a-w{n:06d}", Decimal(balance), n, n)
+        record.operation("credit", INDETERMINATE, f"lt-a-w{n:06d}", Decimal(5))
+    wallets = sorted(record.wallets)
+    assert record.expectations_of(wallets) == [record.expectations(w) for w in wallets]

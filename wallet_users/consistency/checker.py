@@ -92,9 +92,10 @@ def find_violations(
     found: list[Violation] = []
     wallets = wallets_in_scope(record) if wallets is None else wallets
     tallies = record.wallets
-    for wallet_id in wallets:
+    expected = record.expectations_of(wallets) if shortcut else [None] * len(wallets)
+    for wallet_id, expectations in zip(wallets, expected, strict=True):
         write = facts.write_side.get(wallet_id) if facts.write_side is not None else None
-        if shortcut and plainly_consistent(record, facts, wallet_id, write):
+        if shortcut and plainly_consistent(record, facts, wallet_id, write, expectations):
             continue
         tally = tallies[wallet_id]
         if facts.write_side is not None and write is None:
@@ -172,13 +173,16 @@ def find_violations(
     return found
 
 
-def plainly_consistent(record: RunRecord, facts: Facts, wallet_id: str, write) -> bool:
+def plainly_consistent(
+    record: RunRecord, facts: Facts, wallet_id: str, write, expectations: tuple | None = None
+) -> bool:
     """True only where each per-wallet check of find_violations would find nothing: every table
     read, every figure equal to the write side's balance and inside what the run expects. False
-    is no verdict: the wallet then goes through the checks themselves."""
+    is no verdict: the wallet then goes through the checks themselves. `expectations`: the
+    wallet's record.expectations, if already at hand."""
     if write is None or write.version is None or write.balance < 0:
         return False
-    low, high, fewest, most, matched = record.expectations(wallet_id)
+    low, high, fewest, most, matched = expectations or record.expectations(wallet_id)
     if not matched or wallet_id in record.unverified:
         return False
     balance = write.balance
