@@ -16,6 +16,7 @@ import psycopg
 import pytest
 import reading_before
 
+from wallet_users.consistency import ledger_columns
 from wallet_users.consistency import reading as reading_now
 from wallet_users.consistency import run_check
 from wallet_users.consistency.checker import (
@@ -255,8 +256,10 @@ def same_report(record, before, now) -> None:
 
 
 def test_the_faster_reading_reads_the_same_facts_on_a_corrupted_database(
-    database_dsn: str, tmp_path: Path
+    database_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # the ledger's columns in rows of 7 wallets, so that the 40 wallets come in several
+    monkeypatch.setattr(ledger_columns, "CHUNK_WALLETS", 7)
     check_scale.generate(database_dsn, WALLETS, VERSIONS)
     record = check_scale.build_record(WALLETS, VERSIONS)
     history = history_in_segments(tmp_path)

@@ -38,6 +38,9 @@ LIMIT = 10**15
 MAX_ENTRIES = 9_000
 NOT_CARRIED = -(2**62)  # what the columns hold for a value beyond LIMIT, or NULL
 MAX_SCALE = 6
+# The columns come in a row per this many wallets: no array near PostgreSQL's 1 GB limit on a
+# value (a row of 65,536 wallets of 10 entries each is 8 MB a column).
+CHUNK_WALLETS = 65_536
 ARRAY_HEADER = struct.Struct(">iiiii")  # ndim, has-nulls flag, element oid, length, lower bound
 INT4_ARRAY, INT8_ARRAY = 1007, 1016
 
@@ -92,7 +95,8 @@ def _query(schema: Schema, scale: int, run_positions: sql.Composable) -> sql.Com
        array_agg(coalesce(hashtextextended({metadata} ->> 'eventId', 0), 0)),
        array_agg({before}), array_agg({after}),
        array_agg(CASE WHEN {type}::text IN ('CREDIT', 'TRANSFER_IN') THEN {amount} ELSE -{amount} END)
-  FROM {table} AS l JOIN run_wallets AS r ON r.id = {wallet}"""
+  FROM {table} AS l JOIN run_wallets AS r ON r.id = {wallet}
+ GROUP BY (r.n - 1) / {chunk}"""
     ).format(
         run=run_positions,
         metadata=col("metadata"),
@@ -103,6 +107,7 @@ def _query(schema: Schema, scale: int, run_positions: sql.Composable) -> sql.Com
         amount=minor(col("amount")),
         table=schema.table(t),
         wallet=col("walletId"),
+        chunk=sql.Literal(CHUNK_WALLETS),
     )
 
 
@@ -196,9 +201,12 @@ def read(
     with ThreadPoolExecutor(1, thread_name_prefix="history-columns") as pool:
         # the snapshots' columns are cut from the history while the server reads the ledger
         acknowledged = pool.submit(history_columns, history, wallet_ids) if history else None
-        row = cursor.execute(_query(schema, scale, run_positions), params, binary=True).fetchone()
+        rows = cursor.execute(_query(schema, scale, run_positions), params, binary=True).fetchall()
         snapshots = acknowledged.result() if acknowledged else None
-    n, version, event_hash, before, after, signed = (_column(data) for data in row)
+    n, version, event_hash, before, after, signed = (
+        np.concatenate([_column(row[k]) for row in rows]) if rows else np.empty(0, np.int64)
+        for k in range(6)
+    )
 
     # each wallet's entries in version order (unversioned ones last, as NULLS LAST)
     order = np.argsort((n << 33) | (version + 2**31), kind="stable")
