@@ -16,9 +16,8 @@ import psycopg
 import pytest
 import reading_before
 
-from wallet_users.consistency import ledger_columns
+from wallet_users.consistency import ledger_columns, run_check
 from wallet_users.consistency import reading as reading_now
-from wallet_users.consistency import run_check
 from wallet_users.consistency.checker import (
     check_consistency,
     find_violations,
