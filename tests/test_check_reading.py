@@ -316,6 +316,15 @@ def test_the_faster_reading_reads_the_same_facts_on_a_corrupted_database(
     assert any(sum(s.processed_twice.values()) for s in now.outbox.values())
     same_report(record, before, now)
 
+    # amounts of another scale: carried in ten-thousandths, the same facts
+    with psycopg.connect(database_dsn, autocommit=True) as conn:
+        for column in ("amount", '"balanceBefore"', '"balanceAfter"'):
+            conn.execute(f"ALTER TABLE ledger_entries ALTER COLUMN {column} TYPE numeric(24, 4)")
+    before, now = both_readings(database_dsn, record, history)
+    assert now.read_by["ledger"].startswith("columns; ")
+    assert_same_facts(before, now)
+    same_report(record, before, now)
+
     # amounts the columns cannot carry as integers (numeric of no declared scale): the whole
     # ledger goes through the SQL pass, and reads the same
     with psycopg.connect(database_dsn, autocommit=True) as conn:

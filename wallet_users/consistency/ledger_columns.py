@@ -37,7 +37,7 @@ NO_VERSION = 2**31
 LIMIT = 10**15
 MAX_ENTRIES = 9_000
 NOT_CARRIED = -(2**62)  # what the columns hold for a value beyond LIMIT, or NULL
-MAX_SCALE = 6
+MAX_SCALE = 4  # LIMIT cents in the finest unit carried still fit an int8
 # The columns come in a row per this many wallets: no array near PostgreSQL's 1 GB limit on a
 # value (a row of 65,536 wallets of 10 entries each is 8 MB a column).
 CHUNK_WALLETS = 65_536
@@ -328,8 +328,13 @@ def _screen(
     inside = (offset >= 0) & (offset < counts[g])
     at = starts[g] + np.where(inside, offset, 0)
     low = after[at]
-    # balanceAfter * 100 = the acknowledged cents, in the ledger's minor units
-    bad = ~inside | (low * 100 != cents * 10**scale)
+    # balanceAfter * 100 = the acknowledged cents, compared in the finer of the two units (an
+    # acknowledged balance beyond LIMIT cannot equal a carried one: never multiplied)
+    if scale >= 2:
+        same = (np.abs(cents) < LIMIT) & (low == cents * 10 ** (scale - 2))
+    else:
+        same = low * 10 ** (2 - scale) == cents
+    bad = ~inside | ~same
     checked = np.bincount(g, minlength=len(wallet_n))
     mismatched = np.bincount(g[bad], minlength=len(wallet_n))
     first: dict[int, tuple] = {}
