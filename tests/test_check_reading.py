@@ -29,7 +29,7 @@ from wallet_users.record.history import KIND_CODES, AckHistory, RunHistory
 from wallet_users.record.ids import wallet_id
 
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "check_scale.py"
-WALLETS, VERSIONS = 40, 10
+WALLETS, VERSIONS = 48, 10  # room for a fault on each even wallet
 
 
 def _bench():
@@ -132,6 +132,18 @@ WITHOUT_CONSTRAINTS = {
                "createdAt" = timestamp '2025-01-01'
             WHERE "walletId" = %(w)s AND metadata->>'eventVersion' IN ('5', '6')"""
     ],
+    # as the real service keeps its ledger: no version, no eventId, in createdAt order
+    "no versions": [
+        """UPDATE ledger_entries SET metadata = metadata - 'eventVersion' - 'eventId'
+            WHERE "walletId" = %(w)s"""
+    ],
+    # the last entry unversioned, at the createdAt of the one before it: tied
+    "tied with a versioned entry": [
+        """UPDATE ledger_entries SET metadata = metadata - 'eventVersion',
+               "createdAt" = (SELECT "createdAt" FROM ledger_entries WHERE "walletId" = %(w)s
+                                 AND metadata->>'eventVersion' = '9')
+            WHERE "walletId" = %(w)s AND metadata->>'eventVersion' = '10'"""
+    ],
 }
 # with the constraints, the checks they make needless: not read (the outbox's unprocessed events
 # then counted, their first event read only for the wallets that have one)
@@ -147,9 +159,11 @@ def corrupt(dsn: str, faults: dict[str, list[str]], first: int) -> int:
     """Each fault on its own even wallet from `first` on (odd wallets are their transfer
     partners); the next free wallet."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        for number, statements in enumerate(faults.values()):
+        for number, (fault, statements) in enumerate(faults.items()):
+            assert first + 2 * number < WALLETS, f"no wallet left for {fault}"
             for statement in statements:
-                conn.execute(statement, {"w": w(first + 2 * number)})
+                changed = conn.execute(statement, {"w": w(first + 2 * number)}).rowcount
+                assert changed > 0, f"{fault} changed no row"
         conn.execute("ANALYZE")
     return first + 2 * len(faults)
 
@@ -323,6 +337,10 @@ def test_the_faster_reading_reads_the_same_facts_on_a_corrupted_database(
     before, now = both_readings(database_dsn, record, history)
     assert assert_same_facts(before, now) == []  # nothing proved: every check read
     assert now.duplicate_references and now.snapshots is None and now.snapshots_skipped
+    # the unversioned wallet in createdAt order went through the columns; the two with ties
+    # (and the 8 before) through the SQL pass
+    assert now.read_by["ledger"] == "columns; 10 wallets through the SQL pass"
+    assert sum(1 for s in now.ledger.values() if s.ambiguous_order) == 2
     assert any(sum(s.processed_twice.values()) for s in now.outbox.values())
     same_report(record, before, now)
 

@@ -42,7 +42,10 @@ MAX_SCALE = 4  # LIMIT cents in the finest unit carried still fit an int8
 # value (a row of 65,536 wallets of 10 entries each is 8 MB a column).
 CHUNK_WALLETS = 65_536
 ARRAY_HEADER = struct.Struct(">iiiii")  # ndim, has-nulls flag, element oid, length, lower bound
-INT4_ARRAY, INT8_ARRAY = 1007, 1016
+INT4_ARRAY, INT8_ARRAY, TIMESTAMP_ARRAY, TIMESTAMPTZ_ARRAY = 1007, 1016, 1115, 1185
+# element oid -> its binary form (timestamps: microseconds since 2000, 'infinity' the largest)
+ELEMENTS = {23: ">i4", 20: ">i8", 1114: ">i8", 1184: ">i8"}
+NEVER = np.iinfo(np.int64).max  # a createdAt of 'infinity' (or none): its order is not known
 
 Ledger = tuple[dict[str, LedgerSummary], list[str], dict[str, SnapshotCheck | None]]
 
@@ -59,19 +62,25 @@ class _RawArray(Loader):
 
 def amount_scale(conn: psycopg.Connection, schema: Schema) -> int | None:
     """The scale the ledger's amount, balanceBefore and balanceAfter share, where all three are
-    numeric(p, s) with the same s (at most MAX_SCALE): the columns then carry them exactly as
-    integers of 10^-s. None otherwise (unconstrained numeric, another type, different scales)."""
+    numeric(p, s) with the same s (at most MAX_SCALE) and createdAt is a timestamp (with or
+    without time zone): the columns then carry them exactly, the amounts as integers of 10^-s.
+    None otherwise (unconstrained numeric, another type, different scales)."""
     t = "ledger_entries"
     names = [schema.columns[t][c] for c in ("amount", "balanceBefore", "balanceAfter")]
+    created = schema.columns[t]["createdAt"]
     rows = conn.execute(
         """SELECT a.attname::text, a.atttypid = 'numeric'::regtype AND a.atttypmod >= 4,
-                  (a.atttypmod - 4) & 65535
+                  (a.atttypmod - 4) & 65535,
+                  a.atttypid IN ('timestamp'::regtype, 'timestamptz'::regtype)
              FROM pg_attribute AS a
             WHERE a.attrelid = to_regclass(%s) AND a.attname = ANY(%s) AND NOT a.attisdropped""",
-        (schema.table(t).as_string(conn), names),
+        (schema.table(t).as_string(conn), [*names, created]),
     ).fetchall()
-    scales = {scale for _, numeric, scale in rows if numeric}
-    if len(rows) != 3 or not all(numeric for _, numeric, _ in rows) or len(scales) != 1:
+    amounts = [(numeric, scale) for name, numeric, scale, _ in rows if name != created]
+    if not any(name == created and timestamp for name, _, _, timestamp in rows):
+        return None
+    scales = {scale for numeric, scale in amounts if numeric}
+    if len(amounts) != 3 or not all(numeric for numeric, _ in amounts) or len(scales) != 1:
         return None
     scale = scales.pop()
     return scale if scale <= MAX_SCALE else None
@@ -92,7 +101,8 @@ def _query(schema: Schema, scale: int, run_positions: sql.Composable) -> sql.Com
     return sql.SQL(
         """WITH {run} SELECT array_agg(r.n),
        array_agg(coalesce(({metadata} ->> 'eventVersion')::integer::int8, {no_version})),
-       array_agg(coalesce(hashtextextended({metadata} ->> 'eventId', 0), 0)),
+       array_agg(coalesce(hashtextextended({metadata} ->> 'eventId', 0) | 1, 0)),
+       array_agg(coalesce({created}, 'infinity')),
        array_agg({before}), array_agg({after}),
        array_agg(CASE WHEN {type}::text IN ('CREDIT', 'TRANSFER_IN') THEN {amount} ELSE -{amount} END)
   FROM {table} AS l JOIN run_wallets AS r ON r.id = {wallet}
@@ -100,6 +110,7 @@ def _query(schema: Schema, scale: int, run_positions: sql.Composable) -> sql.Com
     ).format(
         run=run_positions,
         metadata=col("metadata"),
+        created=col("createdAt"),
         no_version=sql.Literal(NO_VERSION),
         before=minor(col("balanceBefore")),
         after=minor(col("balanceAfter")),
@@ -144,8 +155,7 @@ def _column(data: bytes | None) -> np.ndarray:
     _, has_nulls, oid, length, _ = ARRAY_HEADER.unpack_from(data)
     if ndim != 1 or has_nulls:
         raise ValueError("the ledger's columns came back with NULLs or more than one dimension")
-    value = ">i8" if oid == 20 else ">i4"
-    element = np.dtype([("length", ">i4"), ("value", value)])
+    element = np.dtype([("length", ">i4"), ("value", ELEMENTS[oid])])
     return np.frombuffer(data, element, count=length, offset=ARRAY_HEADER.size)["value"].astype(
         np.int64
     )
@@ -196,21 +206,22 @@ def read(
     if scale is None:
         return None
     cursor = conn.cursor(binary=True)
-    for oid in (INT4_ARRAY, INT8_ARRAY):
+    for oid in (INT4_ARRAY, INT8_ARRAY, TIMESTAMP_ARRAY, TIMESTAMPTZ_ARRAY):
         cursor.adapters.register_loader(oid, _RawArray)
     with ThreadPoolExecutor(1, thread_name_prefix="history-columns") as pool:
         # the snapshots' columns are cut from the history while the server reads the ledger
         acknowledged = pool.submit(history_columns, history, wallet_ids) if history else None
         rows = cursor.execute(_query(schema, scale, run_positions), params, binary=True).fetchall()
         snapshots = acknowledged.result() if acknowledged else None
-    n, version, event_hash, before, after, signed = (
+    n, version, event_hash, created, before, after, signed = (
         np.concatenate([_column(row[k]) for row in rows]) if rows else np.empty(0, np.int64)
-        for k in range(6)
+        for k in range(7)
     )
 
-    # each wallet's entries in version order (unversioned ones last, as NULLS LAST)
-    order = np.argsort((n << 33) | (version + 2**31), kind="stable")
-    n, version, event_hash = n[order], version[order], event_hash[order]
+    # each wallet's entries in the SQL pass's order: by version (unversioned ones last, as NULLS
+    # LAST), then createdAt; the entry's id, which breaks the ties left, is not read: ties are odd
+    order = np.lexsort((created, (n << 33) | (version + 2**31)))
+    n, version, event_hash, created = n[order], version[order], event_hash[order], created[order]
     before, after, signed = before[order], after[order], signed[order]
     total_rows = len(n)
     first = np.ones(total_rows, bool)
@@ -219,10 +230,11 @@ def read(
     ends = np.append(starts[1:], total_rows)
     counts = ends - starts
     wallet_n = n[starts]
+    unversioned = version == NO_VERSION
 
     # rows the columns cannot vouch for: their wallets go to the exact pass
     odd = (
-        (version == NO_VERSION)
+        (unversioned & (np.abs(created) == NEVER))
         | (np.abs(before) >= LIMIT)
         | (np.abs(after) >= LIMIT)
         | (np.abs(signed) >= LIMIT)
@@ -230,14 +242,23 @@ def read(
     )
     if total_rows > 1:
         same = ~first[1:]
-        odd[1:] |= same & ((version[1:] == version[:-1]) | (before[1:] != after[:-1]))
+        either = unversioned[1:] | unversioned[:-1]
+        odd[1:] |= (
+            same
+            & (
+                ((version[1:] == version[:-1]) & ~unversioned[1:])  # two entries of one version
+                # an unversioned entry beside one of its createdAt: the order is a guess (tied)
+                | (either & (created[1:] == created[:-1]))
+                | (before[1:] != after[:-1])
+            )
+        )
     odd_wallet = (np.logical_or.reduceat(odd, starts) if total_rows else np.zeros(0, bool)) | (
         counts > MAX_ENTRIES
     )
-    # two entries of a wallet whose eventIds hash alike in their top 33 bits (or have none):
-    # maybe the same event, for the exact pass to count
+    # two entries of a wallet whose eventIds hash alike in their top 33 bits: maybe the same
+    # event, for the exact pass to count (0: no eventId; a hash is never 0, its low bit is set)
     hashed = (n << 33) | ((event_hash >> 31) & (2**33 - 1))
-    hashed.sort()
+    hashed = np.sort(hashed[event_hash != 0])
     twins = np.unique(hashed[1:][hashed[1:] == hashed[:-1]] >> 33)
     odd_wallet |= np.isin(wallet_n, twins)
 
@@ -248,7 +269,14 @@ def read(
         else before[:0]
     )
     first_version = version[starts]
-    contiguous = version[ends - 1] - first_version + 1 == counts
+    # as the SQL pass: one entry per version from the lowest to the highest, counting the
+    # unversioned entries too (a wallet with one has its snapshots skipped anyway)
+    if total_rows:
+        unversioned_count = np.add.reduceat(unversioned.astype(np.int64), starts)
+        last_version = np.maximum.reduceat(np.where(unversioned, -(2**40), version), starts)
+    else:
+        unversioned_count = last_version = counts
+    contiguous = (unversioned_count < counts) & (last_version - first_version + 1 == counts)
 
     summaries: dict[str, LedgerSummary] = {}
     screened: dict[str, SnapshotCheck | None] = {}
@@ -267,10 +295,19 @@ def read(
         if kept
         else ([], [], [], [])
     )
-    for wn, entries, sum_, last, first_before, low in zip(
-        wallet_n[plain].tolist(), counts[plain].tolist(), sums, lasts, firsts, lows, strict=True
+    for wn, entries, sum_, last, first_before, low, unversioned_ in zip(
+        wallet_n[plain].tolist(),
+        counts[plain].tolist(),
+        sums,
+        lasts,
+        firsts,
+        lows,
+        unversioned_count[plain].tolist(),
+        strict=True,
     ):
-        summaries[wallet_ids[wn - 1]] = LedgerSummary(entries, sum_, last, first_before, low)
+        summaries[wallet_ids[wn - 1]] = LedgerSummary(
+            entries, sum_, last, first_before, low, unversioned=unversioned_
+        )
 
     if snapshots is not None:
         screened = _screen(
