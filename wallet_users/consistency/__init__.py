@@ -6,9 +6,11 @@ write side and both projectors agree with each other and with what the run ackno
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import psycopg
 
@@ -58,6 +60,20 @@ def unprocessed(facts: Facts) -> dict[str, int]:
     }
 
 
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector paused: the check builds a few hundred thousand small
+    objects (a summary per wallet and table), none in a cycle, and each collection pass over
+    them and the run's record cost about 0.05 s per 100,000 at a million live objects."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def run_check(
     dsn: str,
     record: RunRecord,
@@ -73,7 +89,7 @@ def run_check(
     schema = schema or Schema()
     target = redact_dsn(dsn)
     started = time.monotonic()
-    with connect(dsn) as conn, connect(dsn) as beside:
+    with collector_paused(), connect(dsn) as conn, connect(dsn) as beside:
         try:
             missing = missing_tables(conn, schema)
             absent = [t for t in ESSENTIAL_TABLES if t in missing]
@@ -146,7 +162,8 @@ def run_check(
             facts = read[0] if read else read_all()
         except psycopg.Error as error:
             raise CheckError(f"query failed: {str(error).strip().splitlines()[0]}") from None
-    report = check_consistency(record, facts, schema, target, found=found, wallets=wallet_ids)
+    with collector_paused():
+        report = check_consistency(record, facts, schema, target, found=found, wallets=wallet_ids)
     report.settle = settle
     report.seconds = time.monotonic() - started
     return report
