@@ -39,6 +39,9 @@ USECS_PER_DAY = 86_400_000_000
 # CONSUMERS' order), OTHER the rest, named beside. Ids within this bound keep the product in int8.
 OTHER = 2
 PACKED_IDS = 2**61
+# A column is one bytea, at most 1 GB: the processing rows' keys (8 bytes, two or three rows per
+# event) must fit. Beyond, SQL reads them (about 3.6 M wallets of 11 events).
+MAX_EVENTS = 40_000_000
 # Both scans alone: in parallel the events' took 0.74-0.85 s against 0.58 at 100,000 wallets
 # (the partial strings copied again to be combined), and the other connection needs the core.
 SERIAL = {"max_parallel_workers_per_gather": "0"}
@@ -128,6 +131,8 @@ def _read(
         return events
     if not len(events.id):
         return {}, {}
+    if len(events.id) > MAX_EVENTS:
+        return f"{len(events.id)} events, more than a column holds"
     low, high = int(events.id.min()), int(events.id.max())
     if low < -PACKED_IDS or high >= PACKED_IDS:
         return f"outbox ids beyond {PACKED_IDS}"
