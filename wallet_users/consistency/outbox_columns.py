@@ -9,6 +9,7 @@ import contextlib
 import gc
 import logging
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -126,17 +127,25 @@ def _read(
         return reason
     if len(set(ids)) != len(ids):
         return "a wallet id given twice"
-    events = _events(conn, schema, params, types)
-    if isinstance(events, str):
-        return events
-    if not len(events.id):
+    fetched = _events(conn, schema, params, types)
+    event_ids = column(fetched[0])
+    if not len(event_ids):
         return {}, {}
-    if len(events.id) > MAX_EVENTS:
-        return f"{len(events.id)} events, more than a column holds"
-    low, high = int(events.id.min()), int(events.id.max())
+    if len(event_ids) > MAX_EVENTS:
+        return f"{len(event_ids)} events, more than a column holds"
+    low, high = int(event_ids.min()), int(event_ids.max())
     if low < -PACKED_IDS or high >= PACKED_IDS:
         return f"outbox ids beyond {PACKED_IDS}"
-    return summarize(events, _processing(conn, schema, types, low, high), ids)
+    # the processing rows' scan runs while the events are decoded here (0.1 s at 100,000
+    # wallets): the connection is the helper thread's until its result is taken
+    with ThreadPoolExecutor(1, thread_name_prefix="outbox-processing") as helper:
+        scanned = helper.submit(_processing, conn, schema, types, low, high)
+        events = _decode_events(event_ids, *fetched[1:])
+        versions = _versions(events, len(ids) + 1) if not isinstance(events, str) else None
+        rows = scanned.result()
+    if isinstance(events, str):
+        return events
+    return summarize(events, rows, ids, versions)
 
 
 @dataclass
@@ -162,11 +171,12 @@ class Processing:
     others: list[str | None]
 
 
-def _events(conn, schema: Schema, params, types) -> Events | str:
-    """The run's events, found by a hashed `= ANY(ids)` (a join on the ids hashed the 1.1 M
-    events, 0.14 s more at 100,000 wallets), each with its wallet id's hash: the run's ids' hashes
-    in their order map those to positions. Or why not: two run ids hashed alike, or an event's
-    wallet hashed unlike any (a collation that is not the ids'), where SQL's join decides."""
+def _events(conn, schema: Schema, params, types) -> tuple:
+    """The run's events' columns, found by a hashed `= ANY(ids)` (a join on the ids hashed the
+    1.1 M events, 0.14 s more at 100,000 wallets), each with its wallet id's hash: the run's ids'
+    hashes in their order map those to positions (_decode_events: or why not, two run ids hashed
+    alike, or an event's wallet hashed unlike any, a collation not the ids', where SQL's join
+    decides). Then the version's width and whether NO_VERSION stands for NULL."""
     o = OUTBOX
     version, notnull = types[(o, "event_version")]
     narrow = notnull and version != "bigint"  # four bytes, no NULL
@@ -189,15 +199,27 @@ def _events(conn, schema: Schema, params, types) -> Events | str:
         "  FROM {outbox} AS o WHERE {agg} = ANY(%(ids)b::text[])"
     ).format(version=ver, created_us=created, **_outbox_parts(schema))
     ((oid, wallet, version_col, created_col, run),) = _fetch(conn, query, params, **SERIAL)
+    return oid, wallet, version_col, created_col, run, 4 if narrow else 8, not notnull
+
+
+def _decode_events(
+    ids: np.ndarray,
+    wallet: bytes,
+    version: bytes,
+    created: bytes,
+    run: bytes,
+    version_width: int,
+    nullable_version: bool,
+) -> Events | str:
     positions = wallet_positions(column(run), column(wallet))
     if positions is None:
         return "two run wallets' ids hash alike, or an event's wallet id hashes unlike the run's"
     return Events(
-        column(oid),
+        ids,
         positions,
-        column(version_col, 4 if narrow else 8),
-        column(created_col),
-        nullable_version=not notnull,
+        column(version, version_width),
+        column(created),
+        nullable_version=nullable_version,
     )
 
 
@@ -278,13 +300,14 @@ def event_index(
 
 
 def summarize(
-    events: Events, rows: Processing, wallet_ids: list[str]
+    events: Events, rows: Processing, wallet_ids: list[str], versions: tuple | None = None
 ) -> tuple[dict[str, OutboxSummary], dict[str, Lag]] | str:
     """_outbox_counted's facts from the columns: per wallet its events' count, versions (min, max,
     distinct, NULLs ignored), unprocessed events per contract consumer and the first event not
     processed by both; per consumer the lag histogram, with LAG_RATIO-wide buckets as in SQL. Or
     why not, where SQL's join would pair differently (an outbox id held by two events) or SQL's
-    arithmetic is not plain (an infinite or NULL timestamp)."""
+    arithmetic is not plain (an infinite or NULL timestamp). `versions`: _versions(events), if
+    already computed."""
     found = event_index(events.id, rows.event)
     if found is None:
         return "two events share an outbox id"
@@ -304,7 +327,8 @@ def summarize(
     if len(event) and not all(_finite(column) for column in (processed_at, created)):
         return "an infinite or NULL timestamp"
     lags = _lags(processed_at - created, consumer, names)
-    return _summaries(events, event, consumer, wallet_ids), lags
+    versions = versions or _versions(events, len(wallet_ids) + 1)
+    return _summaries(events, event, consumer, wallet_ids, versions), lags
 
 
 def _finite(us: np.ndarray) -> bool:
@@ -313,7 +337,7 @@ def _finite(us: np.ndarray) -> bool:
 
 
 def _summaries(
-    events: Events, event: np.ndarray, consumer: np.ndarray, wallet_ids: list[str]
+    events: Events, event: np.ndarray, consumer: np.ndarray, wallet_ids: list[str], versions
 ) -> dict[str, OutboxSummary]:
     rm, lg = CONSUMERS
     size = len(wallet_ids) + 1  # positions are 1-based
@@ -332,7 +356,7 @@ def _summaries(
     examples = np.full(size, None, object)
     flagged = (unprocessed[0] > 0) | (unprocessed[1] > 0)
     examples[flagged] = example[flagged].tolist()
-    low, high, distinct = _versions(events, size)
+    low, high, distinct = versions
     present = np.flatnonzero(count)
     ids = [wallet_ids[position - 1] for position in present.tolist()]
     columns = (count, low, high, distinct, *unprocessed, examples)
