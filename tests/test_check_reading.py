@@ -350,16 +350,17 @@ def test_a_transaction_ending_after_the_first_read_makes_the_check_read_again(
     assert report.valid, report.console_lines()
 
 
-def outbox_both_ways(dsn: str, ids: list[str]):
+def outbox_both_ways(dsn: str, ids: list[str], schema: Schema | None = None):
     """The columnar outbox pass and the SQL one (_outbox_counted) in one snapshot, and why the
     columnar one would not run (None: it runs)."""
+    schema = schema or Schema()
     params = {"ids": reading_now.PackedArray.of_text(ids), "wallet_ids": ids}
     with psycopg.connect(dsn, autocommit=True) as conn:
         reading_now._register(conn)
         with conn.transaction():
-            reason = outbox_columns.ineligible(conn, Schema())
-            columns = outbox_columns.outbox_counted(conn, Schema(), params)
-            in_sql = reading_now._outbox_counted(conn, Schema(), params)
+            reason = outbox_columns.ineligible(conn, schema)
+            columns = outbox_columns.outbox_counted(conn, schema, params)
+            in_sql = reading_now._outbox_counted(conn, schema, params)
     return reason, columns, in_sql
 
 
@@ -388,6 +389,24 @@ def test_the_outbox_is_read_as_columns_on_the_contract_schema_and_in_sql_where_t
     assert columns is None and "processed_at" in reason
     before, now = both_readings(database_dsn, record, history_in_segments(tmp_path))
     assert assert_same_facts(before, now) == PROVED
+
+
+def test_the_columnar_outbox_reads_renamed_tables_and_columns(database_dsn: str) -> None:
+    check_scale.generate(database_dsn, WALLETS, VERSIONS)
+    corrupt(database_dsn, {k: WITH_CONSTRAINTS[k] for k in ("ledger-stall", "third-consumer")}, 0)
+    with psycopg.connect(database_dsn, autocommit=True) as conn:
+        conn.execute('ALTER TABLE outbox RENAME TO "Events"')
+        conn.execute('ALTER TABLE "Events" RENAME aggregate_id TO "walletId"')
+        conn.execute("ALTER TABLE outbox_consumer_processing RENAME processed_at TO done_at")
+    schema = Schema.with_overrides(
+        "outbox=Events,outbox.aggregate_id=walletId,outbox_consumer_processing.processed_at=done_at"
+    )
+    ids = wallets_in_scope(check_scale.build_record(WALLETS, VERSIONS))
+    reason, columns, in_sql = outbox_both_ways(database_dsn, ids, schema)
+    assert reason is None and columns is not None
+    assert columns[0] == in_sql[0] and any(s.example_event for s in columns[0].values())
+    assert_same_facts(Facts(lag=in_sql[1]), Facts(lag=columns[1]))
+    assert "kafka-publisher" in columns[1]
 
 
 def test_the_columnar_join_finds_events_by_table_and_by_search_alike() -> None:
