@@ -12,11 +12,12 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
+import numpy as np
 import psycopg
 import pytest
 import reading_before
 
-from wallet_users.consistency import ledger_columns, run_check
+from wallet_users.consistency import ledger_columns, outbox_columns, run_check
 from wallet_users.consistency import reading as reading_now
 from wallet_users.consistency.checker import (
     check_consistency,
@@ -24,6 +25,7 @@ from wallet_users.consistency.checker import (
     needs_detail,
     wallets_in_scope,
 )
+from wallet_users.consistency.facts import Facts
 from wallet_users.consistency.schema import Schema
 from wallet_users.record.history import KIND_CODES, AckHistory, RunHistory
 from wallet_users.record.ids import wallet_id
@@ -390,3 +392,89 @@ def test_a_transaction_ending_after_the_first_read_makes_the_check_read_again(
     assert ended
     assert report.settle["drained"] and report.settle["confirmed_by"] == "second read"
     assert report.valid, report.console_lines()
+
+
+def outbox_both_ways(dsn: str, ids: list[str], schema: Schema | None = None):
+    """The columnar outbox pass and the SQL one (_outbox_counted) in one snapshot, and why the
+    columnar one would not run (None: it runs)."""
+    schema = schema or Schema()
+    params = {"ids": reading_now.PackedArray.of_text(ids), "wallet_ids": ids}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        reading_now._register(conn)
+        with conn.transaction():
+            reason = outbox_columns.ineligible(conn, schema)
+            columns = outbox_columns.outbox_counted(conn, schema, params)
+            in_sql = reading_now._outbox_counted(conn, schema, params)
+    return reason, columns, in_sql
+
+
+def test_the_outbox_is_read_as_columns_on_the_contract_schema_and_in_sql_where_types_differ(
+    database_dsn: str, tmp_path: Path
+) -> None:
+    check_scale.generate(database_dsn, WALLETS, VERSIONS)
+    corrupt(database_dsn, WITH_CONSTRAINTS, 0)
+    record = check_scale.build_record(WALLETS, VERSIONS)
+    ids = wallets_in_scope(record)
+    reason, columns, in_sql = outbox_both_ways(database_dsn, ids)
+    assert reason is None and columns is not None  # taken, not a silent fallback
+    outbox, lag = columns
+    assert outbox == in_sql[0]
+    assert_same_facts(Facts(outbox=in_sql[0], lag=in_sql[1]), Facts(outbox=outbox, lag=lag))
+    assert "kafka-publisher" in lag  # a third consumer's lag, under its name
+    assert any(s.example_event for s in outbox.values())  # the stalled wallets' first event
+    gaps = [s for s in outbox.values() if s.max_version - s.min_version + 1 != s.distinct_versions]
+    assert gaps  # the dropped version
+
+    # processed_at no longer of created_at's type: the lag is not plain microseconds, so SQL
+    # reads it, and the facts are the reading before's
+    with psycopg.connect(database_dsn, autocommit=True) as conn:
+        conn.execute("ALTER TABLE outbox_consumer_processing ALTER processed_at TYPE timestamp")
+    reason, columns, _ = outbox_both_ways(database_dsn, ids)
+    assert columns is None and "processed_at" in reason
+    before, now = both_readings(database_dsn, record, history_in_segments(tmp_path))
+    assert assert_same_facts(before, now) == PROVED
+
+
+def test_the_columnar_outbox_reads_renamed_tables_and_columns(database_dsn: str) -> None:
+    check_scale.generate(database_dsn, WALLETS, VERSIONS)
+    corrupt(database_dsn, {k: WITH_CONSTRAINTS[k] for k in ("ledger-stall", "third-consumer")}, 0)
+    with psycopg.connect(database_dsn, autocommit=True) as conn:
+        conn.execute('ALTER TABLE outbox RENAME TO "Events"')
+        conn.execute('ALTER TABLE "Events" RENAME aggregate_id TO "walletId"')
+        conn.execute("ALTER TABLE outbox_consumer_processing RENAME processed_at TO done_at")
+    schema = Schema.with_overrides(
+        "outbox=Events,outbox.aggregate_id=walletId,outbox_consumer_processing.processed_at=done_at"
+    )
+    ids = wallets_in_scope(check_scale.build_record(WALLETS, VERSIONS))
+    reason, columns, in_sql = outbox_both_ways(database_dsn, ids, schema)
+    assert reason is None and columns is not None
+    assert columns[0] == in_sql[0] and any(s.example_event for s in columns[0].values())
+    assert_same_facts(Facts(lag=in_sql[1]), Facts(lag=columns[1]))
+    assert "kafka-publisher" in columns[1]
+
+
+def test_the_columnar_join_finds_events_by_table_and_by_search_alike() -> None:
+    rng = np.random.default_rng(11)
+    dense, sparse = rng.permutation(np.arange(5, 505)), rng.choice(10**12, 500, replace=False)
+    for ids, ways in ((dense, (True, False, None)), (sparse, (False, None))):
+        wanted = np.concatenate([rng.choice(ids, 2000), rng.integers(-10, 10**12, 50)])
+        index = {event_id: k for k, event_id in enumerate(ids.tolist())}
+        expected = [index.get(event_id, -1) for event_id in wanted.tolist()]
+        twice = np.concatenate([ids, ids[:1]])  # an outbox id held by two events
+        for way in ways:  # a table indexed by id, a binary search, the function's own choice
+            assert outbox_columns.event_index(ids, wanted, dense=way).tolist() == expected
+            assert outbox_columns.event_index(twice, wanted, dense=way) is None
+    run = np.array([30, 10, 20])
+    assert outbox_columns.wallet_positions(run, np.array([20, 30, 30, 10])).tolist() == [3, 1, 1, 2]
+    assert outbox_columns.wallet_positions(np.array([10, 20, 10]), np.array([20])) is None
+    assert outbox_columns.wallet_positions(run, np.array([40])) is None
+
+
+def test_an_infinite_timestamp_sends_the_outbox_back_to_sql() -> None:
+    ids = np.array([1, 2, 3])
+    events = outbox_columns.Events(ids, np.array([1, 1, 2]), np.array([0, 1, 0]), ids * 1000)
+    for at in (ids * 2000, np.array([2000, -(2**63), 6000]), np.array([2000, 2**63 - 1, 6000])):
+        rows = outbox_columns.Processing(ids, np.zeros(3, np.int64), at, [])
+        found = outbox_columns.summarize(events, rows, ["a", "b"])
+        finite = at.max() < 2**62 and at.min() > -(2**62)
+        assert isinstance(found, str) != finite, at  # facts where finite, a reason where not

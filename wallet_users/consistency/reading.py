@@ -790,11 +790,14 @@ def _outbox_parts(schema: Schema) -> dict[str, sql.Composable]:
 def _outbox_and_lag(
     conn, schema: Schema, params, once: bool
 ) -> tuple[dict[str, OutboxSummary], dict[str, Lag]]:
-    """The outbox summaries and the projection lag: counted from one join of the events with
-    their processing rows where UNIQUE (outbox_event_id, consumer_name) holds, else each
-    event's processing rows counted one by one."""
+    """The outbox summaries and the projection lag: where UNIQUE (outbox_event_id, consumer_name)
+    holds, counted from the events and their processing rows read as columns (outbox_columns,
+    where the types make that exact) or joined in SQL; else each event's processing rows counted
+    one by one."""
     if once:
-        return _outbox_counted(conn, schema, params)
+        from .outbox_columns import outbox_counted  # it imports this module's lag buckets
+
+        return outbox_counted(conn, schema, params) or _outbox_counted(conn, schema, params)
     return _outbox(conn, schema, params), _lag(conn, schema, params)
 
 
