@@ -5,8 +5,6 @@ same facts as reading._outbox_counted, read only where the catalog's types make 
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import logging
 import math
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +14,15 @@ import numpy as np
 from psycopg import sql
 
 from .facts import Lag, OutboxSummary
-from .reading import LAG_ERROR, LAG_FLOOR_MS, LAG_RATIO, _fetch, _outbox_parts, _percentile
+from .reading import (
+    LAG_ERROR,
+    LAG_FLOOR_MS,
+    LAG_RATIO,
+    _fetch,
+    _outbox_parts,
+    _percentile,
+    collector_paused,
+)
 from .schema import CONSUMERS, Schema
 
 log = logging.getLogger(__name__)
@@ -105,7 +111,7 @@ def _reason(found: dict[tuple[str, str], tuple[str | None, bool]], schema: Schem
 
 
 def outbox_counted(
-    conn, schema: Schema, params
+    conn, schema: Schema, params, read_by: dict[str, str] | None = None
 ) -> tuple[dict[str, OutboxSummary], dict[str, Lag]] | None:
     """reading._outbox_counted's facts from the columns, or None where they would not be exact
     (the caller then reads them in SQL): the types (`ineligible`), a run id given twice, two
@@ -114,7 +120,11 @@ def outbox_counted(
     found = _read(conn, schema, params, ids)
     if isinstance(found, str):
         log.info("outbox and lag read in SQL, not as columns: %s", found)
+        if read_by is not None:
+            read_by["outbox"] = f"SQL pass: {found}"
         return None
+    if read_by is not None:
+        read_by["outbox"] = "columns"
     return found
 
 
@@ -360,7 +370,7 @@ def _summaries(
     present = np.flatnonzero(count)
     ids = [wallet_ids[position - 1] for position in present.tolist()]
     columns = (count, low, high, distinct, *unprocessed, examples)
-    with _collector_paused():
+    with collector_paused():
         return {
             wallet: OutboxSummary(
                 events=n,
@@ -375,21 +385,6 @@ def _summaries(
                 ids, *(column[present].tolist() for column in columns), strict=True
             )
         }
-
-
-@contextlib.contextmanager
-def _collector_paused():
-    """No cyclic garbage collection while the summaries are built: their 300,000 new containers
-    (none of them garbage) set off collections that cost 0.1-0.3 s of the 0.35 s the summaries
-    take at 100,000 wallets. Put back as it was (another thread's pause included: enabled again
-    by whichever ends last)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _versions(events: Events, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
