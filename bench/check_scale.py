@@ -307,8 +307,10 @@ class CpuSpent:
 # schema has it), and the duplicate events are read only for wallets the ledger pass flagged.
 # The ledger pass (_read_ledger: the ledger's columns, checked in numpy, with the SQL pass only for
 # wallets they cannot vouch for, none on the generated, clean data) compares the snapshots too:
-# _check_snapshots reads only the wallets it could not compare (none here). _outbox_counted is what the check runs instead
-# of _outbox and _lag where UNIQUE (outbox_event_id, consumer_name) holds (the contract's schema).
+# _check_snapshots reads only the wallets it could not compare (none here). Where UNIQUE
+# (outbox_event_id, consumer_name) holds (the contract's schema) the check runs _outbox_and_lag
+# (the outbox's columns, outbox_columns.outbox_counted) instead of _outbox and _lag, and
+# _outbox_counted (its SQL form) where the columns would not be exact.
 QUERIES = (
     "backlog",
     "_write_side",
@@ -319,6 +321,7 @@ QUERIES = (
     "_outbox",
     "_lag",
     "_outbox_counted",
+    "_outbox_and_lag",
 )
 
 
@@ -373,6 +376,9 @@ def per_query(
             elif name in ("_lag", "_outbox_counted"):
                 with conn.transaction():  # its SET LOCAL
                     getattr(reading, name)(conn, schema, params)
+            elif name == "_outbox_and_lag":
+                with conn.transaction():
+                    reading._outbox_and_lag(conn, schema, params, True)
             else:
                 getattr(reading, name)(conn, schema, params)
             timings[name] = (time.perf_counter() - started, sum(backend.cpu_times()[:2]) - cpu0)
