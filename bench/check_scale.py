@@ -333,7 +333,7 @@ def per_query(
     one; the parts of wallet_users.consistency.reading it calls are private and may change.
     With `explain`, each query's plan with its actual rows, times and buffers is printed
     (auto_explain, its figures a little inflated by the timing)."""
-    from wallet_users.consistency import reading
+    from wallet_users.consistency import ledger_columns, reading
     from wallet_users.consistency.checker import wallets_in_scope
     from wallet_users.consistency.facts import Facts
     from wallet_users.consistency.schema import CONSUMERS, Schema
@@ -370,8 +370,9 @@ def per_query(
                         reading._check_snapshots(conn, schema, params, facts, snapshots, screened)
             elif name == "_read_ledger":
                 with conn.transaction():  # its SET LOCAL
-                    _, _, screened = reading._read_ledger(
-                        conn, schema, params, history, snapshots, {}
+                    carried = ledger_columns.amount_scale(conn, schema)
+                    _, _, screened, _ = reading._read_ledger(
+                        conn, schema, carried, params, history, snapshots, {}
                     )
             elif name in ("_lag", "_outbox_counted"):
                 with conn.transaction():  # its SET LOCAL

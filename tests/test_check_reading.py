@@ -17,7 +17,7 @@ import psycopg
 import pytest
 import reading_before
 
-from wallet_users.consistency import ledger_columns, outbox_columns, run_check
+from wallet_users.consistency import columns, ledger_columns, outbox_columns, run_check
 from wallet_users.consistency import reading as reading_now
 from wallet_users.consistency.checker import (
     check_consistency,
@@ -466,9 +466,9 @@ def test_the_columnar_join_finds_events_by_table_and_by_search_alike() -> None:
             assert outbox_columns.event_index(ids, wanted, dense=way).tolist() == expected
             assert outbox_columns.event_index(twice, wanted, dense=way) is None
     run = np.array([30, 10, 20])
-    assert outbox_columns.wallet_positions(run, np.array([20, 30, 30, 10])).tolist() == [3, 1, 1, 2]
-    assert outbox_columns.wallet_positions(np.array([10, 20, 10]), np.array([20])) is None
-    assert outbox_columns.wallet_positions(run, np.array([40])) is None
+    assert columns.wallet_positions(run, np.array([20, 30, 30, 10])).tolist() == [3, 1, 1, 2]
+    assert columns.wallet_positions(np.array([10, 20, 10]), np.array([20])) is None
+    assert columns.wallet_positions(run, np.array([40])) is None
 
 
 def test_an_infinite_timestamp_sends_the_outbox_back_to_sql() -> None:

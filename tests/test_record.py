@@ -426,3 +426,5 @@ def test_the_expectations_of_many_wallets_at_once_are_each_wallets_own(
         record.operation("credit", INDETERMINATE, f"lt-a-w{n:06d}", Decimal(5))
     wallets = sorted(record.wallets)
     assert record.expectations_of(wallets) == [record.expectations(w) for w in wallets]
+    lows, highs = record.expected_cents_of(wallets)
+    assert list(zip(lows, highs, strict=True)) == [record.expected_cents(w) for w in wallets]

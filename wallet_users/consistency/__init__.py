@@ -108,12 +108,12 @@ def run_check(
                 read[:] = [read_all()]
                 return unprocessed(read[0])
 
-            def settled(first: Facts) -> bool:
+            def settled(first: Facts, backlog: dict[str, int]) -> bool:
                 # the first read is final when it found nothing unprocessed and the database
                 # stayed quiet after it; else the drain polls the backlog as it always did
                 return (
                     first.snapshot is not None
-                    and not any(unprocessed(first).values())
+                    and not any(backlog.values())
                     and quiet_since(conn, first.snapshot, first.snapshot_at, sleep)
                 )
 
@@ -121,9 +121,10 @@ def run_check(
             if "outbox" not in missing and "outbox_consumer_processing" not in missing:
                 draining = time.monotonic()
                 first = read_all()
-                if settled(first):
+                backlog = unprocessed(first)
+                if settled(first, backlog):
                     read[:] = [first]
-                    drained, waited, backlog = True, time.monotonic() - draining, unprocessed(first)
+                    drained, waited = True, time.monotonic() - draining
                 else:
                     log.debug("the first read was not final: polling the backlog")
                     drained, waited, backlog = wait_for_drain(
@@ -142,7 +143,8 @@ def run_check(
                     log.warning(
                         "projectors did not drain within %.0fs: %s", settle_timeout, backlog
                     )
-                if read and any(unprocessed(read[0]).values()):
+                last = backlog if read and read[0] is first else (read and unprocessed(read[0]))
+                if read and any(last.values()):
                     read.clear()  # read before the wait gave up: read again, as it stands now
             facts = read[0] if read else read_all()
         except psycopg.Error as error:

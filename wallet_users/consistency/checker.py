@@ -545,14 +545,11 @@ def check_conservation(
     if facts.write_side is None:
         return []
     wallets = [w for w in wallets if w not in record.unverified]
-    low_cents = high_cents = 0
     tallies, write_side = record.wallets, facts.write_side
-    for wallet_id in wallets:
-        if wallet_id not in write_side and tallies[wallet_id].created == INDETERMINATE:
-            continue
-        wallet_low, wallet_high = record.expected_cents(wallet_id)
-        low_cents += wallet_low
-        high_cents += wallet_high
+    # an indeterminate creation that did not happen holds nothing
+    counted = [w for w in wallets if w in write_side or tallies[w].created != INDETERMINATE]
+    lows, highs = record.expected_cents_of(counted)
+    low_cents, high_cents = sum(lows), sum(highs)
     low, high = money(low_cents), money(high_cents)
     total = sum((facts.write_side[w].balance for w in wallets if w in facts.write_side), ZERO)
     if low <= total <= high:

@@ -10,12 +10,14 @@ snapshots, to the SQL pass (`reading._ledger`) restricted to those wallets: that
 which entry broke and how, the columns only that something did. On a healthy run no wallet
 goes there; on a broken one the exact pass reads only the broken wallets.
 
+The same columns carry two hashes of each entry's metadata.transferId: the transfers' legs are
+grouped by them, and only transfers whose legs do not net to zero in pairs are read in SQL.
+
 Where the columns cannot carry the ledger's values exactly (amounts that are not numeric with a
-declared scale) `read` returns None and the whole ledger goes through the SQL pass."""
+declared scale, see amount_scale) the whole ledger goes through the SQL passes."""
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
@@ -23,10 +25,9 @@ from decimal import Decimal
 import numpy as np
 import psycopg
 from psycopg import sql
-from psycopg.adapt import Loader
-from psycopg.pq import Format
 
 from ..record.history import RunHistory
+from .columns import column, wallet_positions
 from .facts import LedgerSummary, SnapshotCheck
 from .schema import Schema
 
@@ -38,55 +39,65 @@ LIMIT = 10**15
 MAX_ENTRIES = 9_000
 NOT_CARRIED = -(2**62)  # what the columns hold for a value beyond LIMIT, or NULL
 MAX_SCALE = 4  # LIMIT cents in the finest unit carried still fit an int8
-# The columns come in a row per this many wallets: no array near PostgreSQL's 1 GB limit on a
-# value (a row of 65,536 wallets of 10 entries each is 8 MB a column).
+# The columns come in a row per about this many wallets (a power of two of rows, by a hash of
+# the id): no column near PostgreSQL's 1 GB limit on a value (65,536 wallets of 10 entries
+# each are 5 MB a column).
 CHUNK_WALLETS = 65_536
-ARRAY_HEADER = struct.Struct(">iiiii")  # ndim, has-nulls flag, element oid, length, lower bound
-INT4_ARRAY, INT8_ARRAY, TIMESTAMP_ARRAY, TIMESTAMPTZ_ARRAY = 1007, 1016, 1115, 1185
-# element oid -> its binary form (timestamps: microseconds since 2000, 'infinity' the largest)
-ELEMENTS = {23: ">i4", 20: ">i8", 1114: ">i8", 1184: ">i8"}
+# createdAt's send, by its type: int8 microseconds since 2000, 'infinity' the largest
+TIMESTAMP_SEND = {
+    "timestamp without time zone": "timestamp_send",
+    "timestamp with time zone": "timestamptz_send",
+}
 NEVER = np.iinfo(np.int64).max  # a createdAt of 'infinity' (or none): its order is not known
 
 Ledger = tuple[dict[str, LedgerSummary], list[str], dict[str, SnapshotCheck | None]]
+# (transferId, net, legs, the legs' wallets) per transfer whose legs do not net to zero in pairs
+Imbalances = list[tuple[str, Decimal, int, str]]
 
 
-class _RawArray(Loader):
-    """An int4[] or int8[] column kept as its binary wire bytes, for numpy to read in one go
-    (psycopg would build a Python list of a million ints)."""
-
-    format = Format.BINARY
-
-    def load(self, data) -> bytes:
-        return bytes(data)
-
-
-def amount_scale(conn: psycopg.Connection, schema: Schema) -> int | None:
+def amount_scale(conn: psycopg.Connection, schema: Schema) -> tuple[int, str] | None:
     """The scale the ledger's amount, balanceBefore and balanceAfter share, where all three are
     numeric(p, s) with the same s (at most MAX_SCALE) and createdAt is a timestamp (with or
-    without time zone): the columns then carry them exactly, the amounts as integers of 10^-s.
-    None otherwise (unconstrained numeric, another type, different scales)."""
+    without time zone), and that type's name: the columns then carry them exactly, the amounts
+    as integers of 10^-s. None otherwise (unconstrained numeric, another type, different
+    scales)."""
     t = "ledger_entries"
     names = [schema.columns[t][c] for c in ("amount", "balanceBefore", "balanceAfter")]
     created = schema.columns[t]["createdAt"]
     rows = conn.execute(
         """SELECT a.attname::text, a.atttypid = 'numeric'::regtype AND a.atttypmod >= 4,
                   (a.atttypmod - 4) & 65535,
-                  a.atttypid IN ('timestamp'::regtype, 'timestamptz'::regtype)
+                  format_type(a.atttypid, NULL)
              FROM pg_attribute AS a
             WHERE a.attrelid = to_regclass(%s) AND a.attname = ANY(%s) AND NOT a.attisdropped""",
         (schema.table(t).as_string(conn), [*names, created]),
     ).fetchall()
     amounts = [(numeric, scale) for name, numeric, scale, _ in rows if name != created]
-    if not any(name == created and timestamp for name, _, _, timestamp in rows):
+    created_type = next((kind for name, _, _, kind in rows if name == created), None)
+    if created_type not in TIMESTAMP_SEND:
         return None
     scales = {scale for numeric, scale in amounts if numeric}
     if len(amounts) != 3 or not all(numeric for numeric, _ in amounts) or len(scales) != 1:
         return None
     scale = scales.pop()
-    return scale if scale <= MAX_SCALE else None
+    return (scale, created_type) if scale <= MAX_SCALE else None
 
 
-def _query(schema: Schema, scale: int, run_positions: sql.Composable) -> sql.Composed:
+def transfer_hash(metadata: sql.Composable, seed: int) -> sql.Composable:
+    """A hash of an entry's metadata.transferId (NULL for none; with seed 0, never 0: its low
+    bit set), two seeds together 127 bits: transfers are grouped by them in numpy."""
+    hashed = sql.SQL("hashtextextended({m} ->> 'transferId', {seed})").format(
+        m=metadata, seed=sql.Literal(seed)
+    )
+    return sql.SQL("({h} | 1)").format(h=hashed) if seed == 0 else hashed
+
+
+def _query(schema: Schema, scale: int, created_type: str, chunks: int) -> sql.Composed:
+    """The ledger's columns in `chunks` rows (each a share of the run's wallets, by a hash of
+    the id): each column the values' int8send back to back (string_agg, cheaper than array_agg's
+    per-element send and length words; no value is NULL, which string_agg would skip). The
+    entries are found by a hashed `walletId = ANY(ids)` (cheaper than a join, which hashed the
+    million entries), each with its wallet id's hash: read() maps those to positions."""
     t = "ledger_entries"
     col = lambda key: schema.col(t, key, "l")  # noqa: E731
     bound = sql.Literal(Decimal(LIMIT).scaleb(-scale))
@@ -98,28 +109,44 @@ def _query(schema: Schema, scale: int, run_positions: sql.Composable) -> sql.Com
             "CASE WHEN abs({v}) < {bound} THEN ({v} * {factor})::int8 ELSE {no} END"
         ).format(v=value, bound=bound, factor=factor, no=sql.Literal(NOT_CARRIED))
 
+    metadata = col("metadata")
+    columns = [
+        sql.SQL("hashtextextended({w}, 0)").format(w=col("walletId")),
+        sql.SQL("coalesce(({m} ->> 'eventVersion')::integer::int8, {no})").format(
+            m=metadata, no=sql.Literal(NO_VERSION)
+        ),
+        sql.SQL("coalesce(hashtextextended({m} ->> 'eventId', 0) | 1, 0)").format(m=metadata),
+        None,  # createdAt: its own send
+        minor(col("balanceBefore")),
+        minor(col("balanceAfter")),
+        sql.SQL(
+            "CASE WHEN {type}::text IN ('CREDIT', 'TRANSFER_IN') THEN {a} ELSE -{a} END"
+        ).format(type=col("transactionType"), a=minor(col("amount"))),
+        sql.SQL("coalesce({h}, 0)").format(h=transfer_hash(metadata, 0)),
+        sql.SQL("coalesce({h}, 0)").format(h=transfer_hash(metadata, 1)),
+    ]
+    sends = [
+        sql.SQL("string_agg({send}(coalesce({c}, 'infinity')), '')").format(
+            send=sql.SQL(TIMESTAMP_SEND[created_type]), c=col("createdAt")
+        )
+        if value is None
+        else sql.SQL("string_agg(int8send({v}), '')").format(v=value)
+        for value in columns
+    ]
     return sql.SQL(
-        """WITH {run} SELECT array_agg(r.n),
-       array_agg(coalesce(({metadata} ->> 'eventVersion')::integer::int8, {no_version})),
-       array_agg(coalesce(hashtextextended({metadata} ->> 'eventId', 0) | 1, 0)),
-       array_agg(coalesce({created}, 'infinity')),
-       array_agg({before}), array_agg({after}),
-       array_agg(CASE WHEN {type}::text IN ('CREDIT', 'TRANSFER_IN') THEN {amount} ELSE -{amount} END)
-  FROM {table} AS l JOIN run_wallets AS r ON r.id = {wallet}
- GROUP BY (r.n - 1) / {chunk}"""
+        "SELECT {sends} FROM {table} AS l WHERE {wallet} = ANY(%(ids)b::text[])"
+        " GROUP BY hashtextextended({wallet}, 1) & {mask}"
     ).format(
-        run=run_positions,
-        metadata=col("metadata"),
-        created=col("createdAt"),
-        no_version=sql.Literal(NO_VERSION),
-        before=minor(col("balanceBefore")),
-        after=minor(col("balanceAfter")),
-        type=col("transactionType"),
-        amount=minor(col("amount")),
+        sends=sql.SQL(", ").join(sends),
         table=schema.table(t),
         wallet=col("walletId"),
-        chunk=sql.Literal(CHUNK_WALLETS),
+        mask=sql.Literal(chunks - 1),
     )
+
+
+RUN_HASHES = sql.SQL(
+    "SELECT string_agg(int8send(hashtextextended(u.id, 0)), '') FROM unnest(%(ids)b::text[]) AS u(id)"
+)
 
 
 def _decimals(values: np.ndarray, scale: int) -> np.ndarray:
@@ -143,22 +170,6 @@ def _units(scale: int) -> Callable[[int], Decimal]:
         return found
 
     return unit
-
-
-def _column(data: bytes | None) -> np.ndarray:
-    """A one-dimensional int4[] or int8[] without NULLs, from its binary wire bytes, as int64."""
-    if data is None:
-        return np.empty(0, np.int64)
-    ndim, _, oid = struct.unpack_from(">iii", data)
-    if ndim == 0:
-        return np.empty(0, np.int64)
-    _, has_nulls, oid, length, _ = ARRAY_HEADER.unpack_from(data)
-    if ndim != 1 or has_nulls:
-        raise ValueError("the ledger's columns came back with NULLs or more than one dimension")
-    element = np.dtype([("length", ">i4"), ("value", ELEMENTS[oid])])
-    return np.frombuffer(data, element, count=length, offset=ARRAY_HEADER.size)["value"].astype(
-        np.int64
-    )
 
 
 # history.RECORD ("<IiqqB"): the wallet's index in its segment's table, the version, the
@@ -193,34 +204,45 @@ def history_columns(history: RunHistory, wallet_ids: Sequence[str]) -> tuple[np.
 def read(
     conn: psycopg.Connection,
     schema: Schema,
+    carried: tuple[int, str],
     wallet_ids: list[str],
-    run_positions: sql.Composable,
     params: dict,
     history: RunHistory | None,
     exact: Callable[[list[str]], Ledger],
-) -> Ledger | None:
+    exact_transfers: Callable[[list[int]], Imbalances],
+) -> tuple[dict[str, LedgerSummary], list[str], dict[str, SnapshotCheck | None], Imbalances] | None:
     """reading._ledger's three values (summaries, wallets that may carry an event twice, the
-    snapshots compared) from the columns; `exact(wallets)` is the SQL pass for those wallets.
-    None when the ledger's amounts cannot be carried as columns."""
-    scale = amount_scale(conn, schema)
-    if scale is None:
-        return None
-    cursor = conn.cursor(binary=True)
-    for oid in (INT4_ARRAY, INT8_ARRAY, TIMESTAMP_ARRAY, TIMESTAMPTZ_ARRAY):
-        cursor.adapters.register_loader(oid, _RawArray)
+    snapshots compared) and reading._transfer_imbalances' from the columns, for amounts of the
+    scale and a createdAt of the type amount_scale found (`carried`). `exact(wallets)` is the
+    SQL pass for those wallets, `exact_transfers(hashes)` the transfers' SQL pass for the
+    transfers of those hashes (their transfer_hash with seed 0): the ones whose legs the
+    columns do not see netting to zero in pairs. None when two of the run's wallet ids hash
+    alike (the entries could not be told apart by wallet: the SQL passes then read it all)."""
+    scale, created_type = carried
+    chunks = 1 << max(0, (len(wallet_ids) - 1) // CHUNK_WALLETS).bit_length()
     with ThreadPoolExecutor(1, thread_name_prefix="history-columns") as pool:
         # the snapshots' columns are cut from the history while the server reads the ledger
         acknowledged = pool.submit(history_columns, history, wallet_ids) if history else None
-        rows = cursor.execute(_query(schema, scale, run_positions), params, binary=True).fetchall()
+        (run,) = conn.execute(RUN_HASHES, params, binary=True).fetchone()
+        query = _query(schema, scale, created_type, chunks)
+        rows = conn.execute(query, params, binary=True).fetchall()
         snapshots = acknowledged.result() if acknowledged else None
-    n, version, event_hash, created, before, after, signed = (
-        np.concatenate([_column(row[k]) for row in rows]) if rows else np.empty(0, np.int64)
-        for k in range(7)
+    wallet, version, event_hash, created, before, after, signed, transfer_0, transfer_1 = (
+        np.concatenate([column(row[k]) for row in rows]) if rows else np.empty(0, np.int64)
+        for k in range(9)
     )
+    n = wallet_positions(column(run), wallet)
+    if n is None:
+        return None
+    imbalances = _transfers(transfer_0, transfer_1, signed, exact_transfers)
 
     # each wallet's entries in the SQL pass's order: by version (unversioned ones last, as NULLS
     # LAST), then createdAt; the entry's id, which breaks the ties left, is not read: ties are odd
-    order = np.lexsort((created, (n << 33) | (version + 2**31)))
+    key = (n << 33) | (version + 2**31)
+    order = np.argsort(key, kind="stable")  # the scan's order is mostly the wallets': quick
+    ranked = key[order]
+    if (ranked[1:] == ranked[:-1]).any():  # entries of one version, or unversioned: by createdAt
+        order = np.lexsort((created, key))
     n, version, event_hash, created = n[order], version[order], event_hash[order], created[order]
     before, after, signed = before[order], after[order], signed[order]
     total_rows = len(n)
@@ -328,7 +350,36 @@ def read(
         more, doubled, checks = exact(flagged)
         summaries.update(more)
         screened.update(checks)
-    return summaries, doubled, screened
+    return summaries, doubled, screened, imbalances
+
+
+def _transfers(
+    transfer_0: np.ndarray,
+    transfer_1: np.ndarray,
+    signed: np.ndarray,
+    exact: Callable[[list[int]], Imbalances],
+) -> Imbalances:
+    """The transfers' legs grouped by their id's two hashes: a group of two legs netting to zero
+    is a balanced transfer (two ids hashing alike in 127 bits aside); every other group (one leg,
+    three, a net, an amount the columns do not carry) is read by `exact`, which says which
+    transfer and which wallets. None flagged: no query at all."""
+    legs = transfer_0 != 0
+    t0, t1, amount = transfer_0[legs], transfer_1[legs], signed[legs]
+    if not len(t0):
+        return []
+    order = np.lexsort((t1, t0))
+    t0, t1, amount = t0[order], t1[order], amount[order]
+    first = np.ones(len(t0), bool)
+    first[1:] = (t0[1:] != t0[:-1]) | (t1[1:] != t1[:-1])
+    starts = np.flatnonzero(first)
+    counts = np.diff(np.append(starts, len(t0)))
+    uncarried = np.logical_or.reduceat(np.abs(amount) >= LIMIT, starts)
+    # a group of more than two legs may overflow its sum: it is flagged by its count anyway
+    net = np.add.reduceat(amount, starts)
+    flagged = (counts != 2) | uncarried | (net != 0)
+    if not flagged.any():
+        return []
+    return exact(np.unique(t0[starts[flagged]]).tolist())
 
 
 def _screen(

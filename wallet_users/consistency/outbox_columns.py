@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from psycopg import sql
 
+from .columns import column, wallet_positions
 from .facts import Lag, OutboxSummary
 from .reading import (
     LAG_ERROR,
@@ -262,26 +263,6 @@ def _processing(conn, schema: Schema, types, low: int, high: int) -> Processing:
     return Processing(key >> 2, key & 3, column(at), others or [])
 
 
-def column(data: bytes | None, width: int = 8) -> np.ndarray:
-    """Back-to-back big-endian integers (a string_agg of int8send or int4send) as int64."""
-    return np.frombuffer(data or b"", f">i{width}").astype(np.int64)
-
-
-def wallet_positions(run: np.ndarray, wallets: np.ndarray) -> np.ndarray | None:
-    """Each event's wallet's 1-based position in the run's ids, from the hashes of both (run:
-    the ids' in order); None where two run ids hash alike or an event's hash is not the run's."""
-    order = np.argsort(run, kind="stable")
-    ranked = run[order]
-    if (ranked[1:] == ranked[:-1]).any():
-        return None
-    if not len(wallets):
-        return np.empty(0, np.int64)
-    at = np.minimum(np.searchsorted(ranked, wallets), len(run) - 1)
-    if (ranked[at] != wallets).any():
-        return None
-    return order[at] + 1
-
-
 def event_index(
     ids: np.ndarray, wanted: np.ndarray, dense: bool | None = None
 ) -> np.ndarray | None:
@@ -370,6 +351,9 @@ def _summaries(
     present = np.flatnonzero(count)
     ids = [wallet_ids[position - 1] for position in present.tolist()]
     columns = (count, low, high, distinct, *unprocessed, examples)
+    # the two per-consumer counts every wallet of a drained run has, shared (facts are read,
+    # never changed): 200,000 dicts fewer at 100,000 wallets
+    none = {rm: 0, lg: 0}
     with collector_paused():
         return {
             wallet: OutboxSummary(
@@ -377,8 +361,8 @@ def _summaries(
                 min_version=vmin,
                 max_version=vmax,
                 distinct_versions=vdistinct,
-                unprocessed={rm: rm_left, lg: lg_left},
-                processed_twice={rm: 0, lg: 0},
+                unprocessed={rm: rm_left, lg: lg_left} if rm_left or lg_left else none,
+                processed_twice=none,
                 example_event=first,
             )
             for wallet, n, vmin, vmax, vdistinct, rm_left, lg_left, first in zip(

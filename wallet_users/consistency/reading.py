@@ -369,10 +369,12 @@ def read_facts(
             # beside: the outbox and lag passes, the transfers' legs (a pass of its own over
             # the ledger), the write side and the read model; here, the ledger's passes: about
             # as long, each side
+            # the ledger's columns, where its amounts let them be exact, carry the transfers too
+            carried = ledger_columns.amount_scale(conn, schema) if have("ledger_entries") else None
             passes: dict[str, Callable[[psycopg.Connection], object]] = {}
             if have("outbox", "outbox_consumer_processing") and beside is not None:
                 passes["outbox"] = lambda c: _outbox_and_lag(c, schema, params, once, facts.read_by)
-                if have("ledger_entries"):
+                if have("ledger_entries") and carried is None:
                     passes["transfers"] = lambda c: _transfer_imbalances(c, schema, params)
                 if have("wallets"):
                     passes["write_side"] = lambda c: _write_side(c, schema, params)
@@ -386,8 +388,8 @@ def read_facts(
             if have("wallets_read_model") and "read_model" not in passes:
                 facts.read_model = _read_model(conn, schema, params)
             if have("ledger_entries"):
-                facts.ledger, doubled, screened = _read_ledger(
-                    conn, schema, params, history, snapshots, facts.read_by
+                facts.ledger, doubled, screened, imbalances = _read_ledger(
+                    conn, schema, carried, params, history, snapshots, facts.read_by
                 )
                 if "ledger_entries.referenceId" in unique:
                     facts.duplicate_references = []
@@ -403,7 +405,9 @@ def read_facts(
                     if doubled
                     else []
                 )
-                if "transfers" not in passes:
+                if imbalances is not None:
+                    facts.transfer_imbalances = imbalances
+                elif "transfers" not in passes:
                     facts.transfer_imbalances = _transfer_imbalances(conn, schema, params)
                 _check_snapshots(conn, schema, params, facts, snapshots, screened)
             if have("outbox", "outbox_consumer_processing"):
@@ -728,14 +732,22 @@ SELECT coalesce(g.wallet, hc.n), g.entries, g.total, g.last_after, g.first_befor
 def _read_ledger(
     conn,
     schema: Schema,
+    carried: tuple[int, str] | None,
     params,
     history: RunHistory | None,
     snapshots: Callable | None,
     read_by: dict[str, str],
-) -> tuple[dict[str, LedgerSummary], list[str], dict[str, SnapshotCheck | None]]:
-    """_ledger's facts from the ledger's columns (ledger_columns), which hand the wallets they
-    cannot vouch for to _ledger restricted to them; from _ledger alone where the columns cannot
-    carry the ledger's amounts. `read_by["ledger"]` says which."""
+) -> tuple[
+    dict[str, LedgerSummary],
+    list[str],
+    dict[str, SnapshotCheck | None],
+    list[tuple[str, Decimal, int, str]] | None,
+]:
+    """_ledger's facts, and _transfer_imbalances', from the ledger's columns (ledger_columns)
+    where `carried` (ledger_columns.amount_scale) says they can be exact: they hand the wallets
+    and the transfers they cannot vouch for to the SQL passes restricted to them. Else from
+    _ledger alone, and no transfers (None: for _transfer_imbalances to read).
+    `read_by["ledger"]` says which."""
 
     def exact(wallets: list[str]):
         read_by["ledger"] = f"columns; {len(wallets)} wallets through the SQL pass"
@@ -744,16 +756,23 @@ def _read_ledger(
             conn, schema, restricted, _history_params(history, wallets) if history else None
         )
 
-    found = ledger_columns.read(
-        conn, schema, params["wallet_ids"], RUN_POSITIONS, params, history, exact
-    )
-    if found is not None:
-        read_by.setdefault("ledger", "columns")
-        return found
-    read_by["ledger"] = (
-        "SQL pass: amount, balanceBefore and balanceAfter are not numeric(p, s) of one scale"
-    )
-    return _ledger(conn, schema, params, snapshots() if snapshots else None)
+    def exact_transfers(hashes: list[int]):
+        return _transfer_imbalances(conn, schema, params, hashes)
+
+    if carried is not None:
+        read_by["ledger"] = "columns"
+        found = ledger_columns.read(
+            conn, schema, carried, params["wallet_ids"], params, history, exact, exact_transfers
+        )
+        if found is not None:
+            return found
+        read_by["ledger"] = "SQL pass: two of the run's wallet ids hash alike"
+    else:
+        read_by["ledger"] = (
+            "SQL pass: amount, balanceBefore and balanceAfter are not numeric(p, s) of one scale"
+            " (or createdAt is not a timestamp)"
+        )
+    return (*_ledger(conn, schema, params, snapshots() if snapshots else None), None)
 
 
 def _duplicate_references(conn, schema: Schema, params) -> list[tuple[str, int, str]]:
@@ -776,16 +795,26 @@ def _duplicate_event_entries(conn, schema: Schema, params) -> list[tuple[str, st
     return conn.execute(query, params).fetchall()
 
 
-def _transfer_imbalances(conn, schema: Schema, params) -> list[tuple[str, Decimal, int, str]]:
-    """Transfers whose legs (entries sharing metadata.transferId) do not net to zero in pairs."""
+def _transfer_imbalances(
+    conn, schema: Schema, params, hashes: list[int] | None = None
+) -> list[tuple[str, Decimal, int, str]]:
+    """Transfers whose legs (entries sharing metadata.transferId) do not net to zero in pairs;
+    with `hashes`, only among the transfers of those ids' ledger_columns.transfer_hash."""
     c = _ledger_columns(schema)
+    among = (
+        sql.SQL(" AND {h} = ANY(%(hashes)s::int8[])").format(
+            h=ledger_columns.transfer_hash(c["metadata"], 0)
+        )
+        if hashes is not None
+        else sql.SQL("")
+    )
     query = sql.SQL(
         "WITH {run} SELECT {metadata} ->> 'transferId', sum({signed}), count(*),"
         " string_agg({walletId}, ' ' ORDER BY {walletId}) FROM {table} AS l"
         " JOIN run_wallets AS r ON r.id = {walletId} WHERE {metadata} ->> 'transferId' IS NOT NULL"
-        " GROUP BY 1 HAVING sum({signed}) <> 0 OR count(*) <> 2 LIMIT 10000"
-    ).format(run=RUN_WALLETS, **c)
-    return conn.execute(query, params).fetchall()
+        "{among} GROUP BY 1 HAVING sum({signed}) <> 0 OR count(*) <> 2 LIMIT 10000"
+    ).format(run=RUN_WALLETS, among=among, **c)
+    return conn.execute(query, {**params, "hashes": hashes}).fetchall()
 
 
 def _outbox_parts(schema: Schema) -> dict[str, sql.Composable]:

@@ -487,6 +487,34 @@ class RunRecord:
     ) -> list[tuple[Decimal, Decimal, int, int, bool]]:
         """expectations() of many wallets at once, computed over the record's columns (numpy):
         for a checker going through a whole run."""
+        low, high, fewest, most, matched = self._expectation_columns(wallet_ids)
+        made: dict[int, Decimal] = {}  # each distinct amount made a Decimal once
+
+        def as_money(value: int) -> Decimal:
+            found = made.get(value)
+            if found is None:
+                found = made[value] = money(value)
+            return found
+
+        return list(
+            zip(
+                map(as_money, low.tolist()),
+                map(as_money, high.tolist()),
+                fewest.tolist(),
+                most.tolist(),
+                matched.tolist(),
+                strict=True,
+            )
+        )
+
+    def expected_cents_of(self, wallet_ids: list[str]) -> tuple[list[int], list[int]]:
+        """expected_cents() of many wallets at once: (lowest, highest) in cents, in order."""
+        low, high, *_ = self._expectation_columns(wallet_ids)
+        return low.tolist(), high.tolist()
+
+    def _expectation_columns(self, wallet_ids: list[str]) -> tuple:
+        """_expected_cents, _expected_entries and the replays' and reads' match of these
+        wallets, as numpy columns in their order."""
         import numpy as np  # the check's dependency, not the load generator's
 
         rows = np.fromiter((self._index[w] for w in wallet_ids), np.int64, len(wallet_ids))
@@ -506,24 +534,7 @@ class RunRecord:
             for row, extra in self._extras.items():
                 if row in where and (extra.replay_mismatches or any(extra.reads_unseen.values())):
                     matched[where[row]] = False
-        made: dict[int, Decimal] = {}  # each distinct amount made a Decimal once
-
-        def as_money(value: int) -> Decimal:
-            found = made.get(value)
-            if found is None:
-                found = made[value] = money(value)
-            return found
-
-        return list(
-            zip(
-                map(as_money, low.tolist()),
-                map(as_money, high.tolist()),
-                fewest.tolist(),
-                most.tolist(),
-                matched.tolist(),
-                strict=True,
-            )
-        )
+        return low, high, fewest, most, matched
 
     def expected_cents(self, wallet_id: str) -> tuple[int, int]:
         """WalletTally.expected_balance in cents, for sums over many wallets."""

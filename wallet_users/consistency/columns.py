@@ -1,0 +1,27 @@
+"""What the columnar passes (ledger_columns, outbox_columns) share: values fetched as raw
+big-endian columns (a string_agg of each value's send), and rows found by their wallet id's hash
+mapped back to the wallet's position in the run's ids."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def column(data: bytes | None, width: int = 8) -> np.ndarray:
+    """Back-to-back big-endian integers (a string_agg of int8send or int4send) as int64."""
+    return np.frombuffer(data or b"", f">i{width}").astype(np.int64)
+
+
+def wallet_positions(run: np.ndarray, wallets: np.ndarray) -> np.ndarray | None:
+    """Each event's wallet's 1-based position in the run's ids, from the hashes of both (run:
+    the ids' in order); None where two run ids hash alike or an event's hash is not the run's."""
+    order = np.argsort(run, kind="stable")
+    ranked = run[order]
+    if (ranked[1:] == ranked[:-1]).any():
+        return None
+    if not len(wallets):
+        return np.empty(0, np.int64)
+    at = np.minimum(np.searchsorted(ranked, wallets), len(run) - 1)
+    if (ranked[at] != wallets).any():
+        return None
+    return order[at] + 1
