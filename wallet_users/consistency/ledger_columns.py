@@ -18,6 +18,7 @@ declared scale, see amount_scale) the whole ledger goes through the SQL passes."
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
@@ -317,19 +318,28 @@ def read(
         if kept
         else ([], [], [], [])
     )
-    for wn, entries, sum_, last, first_before, low, unversioned_ in zip(
-        wallet_n[plain].tolist(),
-        counts[plain].tolist(),
-        sums,
-        lasts,
-        firsts,
-        lows,
-        unversioned_count[plain].tolist(),
-        strict=True,
-    ):
-        summaries[wallet_ids[wn - 1]] = LedgerSummary(
-            entries, sum_, last, first_before, low, unversioned=unversioned_
+    # LedgerSummary's fields in order: no chain or arithmetic break, no example, no tie
+    none, zero = itertools.repeat(None), itertools.repeat(0)
+    summaries = dict(
+        zip(
+            [wallet_ids[wn - 1] for wn in wallet_n[plain].tolist()],
+            map(
+                LedgerSummary,
+                counts[plain].tolist(),
+                sums,
+                lasts,
+                firsts,
+                lows,
+                zero,
+                zero,
+                none,
+                none,
+                zero,
+                unversioned_count[plain].tolist(),
+            ),
+            strict=False,  # the repeats are endless
         )
+    )
 
     if snapshots is not None:
         screened = _screen(
@@ -439,23 +449,15 @@ def _screen(
         if group_ not in first or key < first[group_][0]:
             first[group_] = (key, v, c, low_ if ok else None)
     unit = _units(scale)
-    alike: dict[int, SnapshotCheck] = {}  # one for each count of snapshots without a mismatch
     groups = np.flatnonzero(checked)
-    for group_, n, count, wrong in zip(
-        groups.tolist(),
-        wallet_n[groups].tolist(),
-        checked[groups].tolist(),
-        mismatched[groups].tolist(),
-        strict=True,
-    ):
-        if not wrong:
-            check = alike.get(count)
-            if check is None:
-                check = alike[count] = SnapshotCheck(count, 0, None)
-        else:
-            _, v, c, low_ = first[group_]
-            check = SnapshotCheck(
-                count, wrong, (v, Decimal(c) / 100, unit(low_) if low_ is not None else None)
-            )
-        screened[wallet_ids[n - 1]] = check
+    keys = [wallet_ids[n - 1] for n in wallet_n[groups].tolist()]
+    counts_, wrongs = checked[groups].tolist(), mismatched[groups].tolist()
+    # one SnapshotCheck for each count of snapshots without a mismatch (facts are not changed)
+    alike = {count: SnapshotCheck(count, 0, None) for count in set(counts_)}
+    screened.update(zip(keys, map(alike.__getitem__, counts_), strict=True))
+    for at in np.flatnonzero(mismatched[groups]).tolist():
+        _, v, c, low_ = first[int(groups[at])]
+        screened[keys[at]] = SnapshotCheck(
+            counts_[at], wrongs[at], (v, Decimal(c) / 100, unit(low_) if low_ is not None else None)
+        )
     return screened

@@ -5,6 +5,7 @@ same facts as reading._outbox_counted, read only where the catalog's types make 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from concurrent.futures import ThreadPoolExecutor
@@ -354,21 +355,19 @@ def _summaries(
     # the two per-consumer counts every wallet of a drained run has, shared (facts are read,
     # never changed): 200,000 dicts fewer at 100,000 wallets
     none = {rm: 0, lg: 0}
+    n, vmin, vmax, vdistinct, rm_left, lg_left, first = (
+        column[present].tolist() for column in columns
+    )
+    left = [{rm: a, lg: b} if a or b else none for a, b in zip(rm_left, lg_left, strict=True)]
     with collector_paused():
-        return {
-            wallet: OutboxSummary(
-                events=n,
-                min_version=vmin,
-                max_version=vmax,
-                distinct_versions=vdistinct,
-                unprocessed={rm: rm_left, lg: lg_left} if rm_left or lg_left else none,
-                processed_twice=none,
-                example_event=first,
+        # OutboxSummary's fields in order
+        return dict(
+            zip(
+                ids,
+                map(OutboxSummary, n, vmin, vmax, vdistinct, left, itertools.repeat(none), first),
+                strict=False,  # the repeat is endless
             )
-            for wallet, n, vmin, vmax, vdistinct, rm_left, lg_left, first in zip(
-                ids, *(column[present].tolist() for column in columns), strict=True
-            )
-        }
+        )
 
 
 def _versions(events: Events, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
