@@ -41,9 +41,9 @@ MAX_ENTRIES = 9_000
 NOT_CARRIED = -(2**62)  # what the columns hold for a value beyond LIMIT, or NULL
 MAX_SCALE = 4  # LIMIT cents in the finest unit carried still fit an int8
 # The columns come in a row per about this many wallets (a power of two of rows, by a hash of
-# the id): no column near PostgreSQL's 1 GB limit on a value (65,536 wallets of 10 entries
-# each are 5 MB a column).
-CHUNK_WALLETS = 65_536
+# the id; one row, no grouping, up to this many): no column near PostgreSQL's 1 GB limit on a
+# value (262,144 wallets of 10 entries each are 21 MB a column).
+CHUNK_WALLETS = 262_144
 # createdAt's send, by its type: int8 microseconds since 2000, 'infinity' the largest
 TIMESTAMP_SEND = {
     "timestamp without time zone": "timestamp_send",
@@ -134,14 +134,16 @@ def _query(schema: Schema, scale: int, created_type: str, chunks: int) -> sql.Co
         else sql.SQL("string_agg(int8send({v}), '')").format(v=value)
         for value in columns
     ]
+    chunked = sql.SQL(" GROUP BY hashtextextended({wallet}, 1) & {mask}").format(
+        wallet=col("walletId"), mask=sql.Literal(chunks - 1)
+    )
     return sql.SQL(
-        "SELECT {sends} FROM {table} AS l WHERE {wallet} = ANY(%(ids)b::text[])"
-        " GROUP BY hashtextextended({wallet}, 1) & {mask}"
+        "SELECT {sends} FROM {table} AS l WHERE {wallet} = ANY(%(ids)b::text[]){by}"
     ).format(
         sends=sql.SQL(", ").join(sends),
         table=schema.table(t),
         wallet=col("walletId"),
-        mask=sql.Literal(chunks - 1),
+        by=chunked if chunks > 1 else sql.SQL(""),
     )
 
 
@@ -225,8 +227,11 @@ def read(
         # the snapshots' columns are cut from the history while the server reads the ledger
         acknowledged = pool.submit(history_columns, history, wallet_ids) if history else None
         (run,) = conn.execute(RUN_HASHES, params, binary=True).fetchone()
-        query = _query(schema, scale, created_type, chunks)
-        rows = conn.execute(query, params, binary=True).fetchall()
+        from .reading import _fetch  # reading imports this module
+
+        # in rows of a share of the wallets each, hashed: the planner, which cannot know there
+        # are a few, would sort the million entries by their share
+        rows = _fetch(conn, _query(schema, scale, created_type, chunks), params, enable_sort="off")
         snapshots = acknowledged.result() if acknowledged else None
     wallet, version, event_hash, created, before, after, signed, transfer_0, transfer_1 = (
         np.concatenate([column(row[k]) for row in rows]) if rows else np.empty(0, np.int64)
