@@ -111,6 +111,9 @@ def _query(schema: Schema, scale: int, created_type: str, chunks: int) -> sql.Co
         ).format(v=value, bound=bound, factor=factor, no=sql.Literal(NOT_CARRIED))
 
     metadata = col("metadata")
+    signed = sql.SQL(
+        "CASE WHEN {type}::text IN ('CREDIT', 'TRANSFER_IN') THEN {a} ELSE -{a} END"
+    ).format(type=col("transactionType"), a=minor(col("amount")))
     columns = [
         sql.SQL("hashtextextended({w}, 0)").format(w=col("walletId")),
         sql.SQL("coalesce(({m} ->> 'eventVersion')::integer::int8, {no})").format(
@@ -120,11 +123,7 @@ def _query(schema: Schema, scale: int, created_type: str, chunks: int) -> sql.Co
         None,  # createdAt: its own send
         minor(col("balanceBefore")),
         minor(col("balanceAfter")),
-        sql.SQL(
-            "CASE WHEN {type}::text IN ('CREDIT', 'TRANSFER_IN') THEN {a} ELSE -{a} END"
-        ).format(type=col("transactionType"), a=minor(col("amount"))),
-        sql.SQL("coalesce({h}, 0)").format(h=transfer_hash(metadata, 0)),
-        sql.SQL("coalesce({h}, 0)").format(h=transfer_hash(metadata, 1)),
+        signed,
     ]
     sends = [
         sql.SQL("string_agg({send}(coalesce({c}, 'infinity')), '')").format(
@@ -133,6 +132,16 @@ def _query(schema: Schema, scale: int, created_type: str, chunks: int) -> sql.Co
         if value is None
         else sql.SQL("string_agg(int8send({v}), '')").format(v=value)
         for value in columns
+    ]
+    # the transfers' legs alone (a fifth of a run's entries): their id's two hashes and amount
+    legs = sql.SQL(" FILTER (WHERE {m} ? 'transferId')").format(m=metadata)
+    sends += [
+        sql.SQL("string_agg(int8send({v}), ''){legs}").format(v=value, legs=legs)
+        for value in (
+            sql.SQL("coalesce({h}, 0)").format(h=transfer_hash(metadata, 0)),
+            sql.SQL("coalesce({h}, 0)").format(h=transfer_hash(metadata, 1)),
+            signed,
+        )
     ]
     chunked = sql.SQL(" GROUP BY hashtextextended({wallet}, 1) & {mask}").format(
         wallet=col("walletId"), mask=sql.Literal(chunks - 1)
@@ -233,14 +242,14 @@ def read(
         # are a few, would sort the million entries by their share
         rows = _fetch(conn, _query(schema, scale, created_type, chunks), params, enable_sort="off")
         snapshots = acknowledged.result() if acknowledged else None
-    wallet, version, event_hash, created, before, after, signed, transfer_0, transfer_1 = (
+    wallet, version, event_hash, created, before, after, signed, transfer_0, transfer_1, legs = (
         np.concatenate([column(row[k]) for row in rows]) if rows else np.empty(0, np.int64)
-        for k in range(9)
+        for k in range(10)
     )
     n = wallet_positions(column(run), wallet)
     if n is None:
         return None
-    imbalances = _transfers(transfer_0, transfer_1, signed, exact_transfers)
+    imbalances = _transfers(transfer_0, transfer_1, legs, exact_transfers)
 
     # each wallet's entries in the SQL pass's order: by version (unversioned ones last, as NULLS
     # LAST), then createdAt; the entry's id, which breaks the ties left, is not read: ties are odd
