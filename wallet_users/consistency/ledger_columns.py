@@ -240,7 +240,13 @@ def read(
 
         # in rows of a share of the wallets each, hashed: the planner, which cannot know there
         # are a few, would sort the million entries by their share
-        rows = _fetch(conn, _query(schema, scale, created_type, chunks), params, enable_sort="off")
+        rows = _fetch(
+            conn,
+            _query(schema, scale, created_type, chunks),
+            params,
+            enable_sort="off",
+            max_parallel_workers_per_gather=PARALLEL,
+        )
         snapshots = acknowledged.result() if acknowledged else None
     wallet, version, event_hash, created, before, after, signed, transfer_0, transfer_1, legs = (
         np.concatenate([column(row[k]) for row in rows]) if rows else np.empty(0, np.int64)
