@@ -273,7 +273,7 @@ def same_report(record, before, now) -> None:
 def test_the_faster_reading_reads_the_same_facts_on_a_corrupted_database(
     database_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # the ledger's columns in rows of 7 wallets, so that the 40 wallets come in several
+    # the ledger's columns in rows of 7 wallets, so that the 48 wallets come in several
     monkeypatch.setattr(ledger_columns, "CHUNK_WALLETS", 7)
     check_scale.generate(database_dsn, WALLETS, VERSIONS)
     record = check_scale.build_record(WALLETS, VERSIONS)
@@ -346,6 +346,25 @@ def test_the_faster_reading_reads_the_same_facts_on_a_corrupted_database(
     assert sum(1 for s in now.ledger.values() if s.ambiguous_order) == 2
     assert any(sum(s.processed_twice.values()) for s in now.outbox.values())
     same_report(record, before, now)
+
+    # tables too large for a row of columns (here: rows of at most 4 kB): the ledger in more
+    # rows, the outbox through its SQL pass, the same facts
+    monkeypatch.setattr(ledger_columns, "ROW_BYTES", 4096)
+    monkeypatch.setattr(outbox_columns, "ROW_BYTES", 4096)
+    before, now = both_readings(database_dsn, record, history)
+    assert now.read_by["ledger"] == "columns; 10 wallets through the SQL pass"
+    assert now.read_by["outbox"].startswith("SQL pass: ")
+    assert_same_facts(before, now)
+    monkeypatch.undo()
+
+    # metadata as json, not jsonb (no ? operator): the ledger through the SQL pass
+    with psycopg.connect(database_dsn, autocommit=True) as conn:
+        conn.execute("ALTER TABLE ledger_entries ALTER COLUMN metadata TYPE json")
+    before, now = both_readings(database_dsn, record, history)
+    assert now.read_by["ledger"].startswith("SQL pass")
+    assert_same_facts(before, now)
+    with psycopg.connect(database_dsn, autocommit=True) as conn:
+        conn.execute("ALTER TABLE ledger_entries ALTER COLUMN metadata TYPE jsonb")
 
     # amounts the columns cannot carry as integers (numeric of no declared scale): the whole
     # ledger goes through the SQL pass, and reads the same

@@ -59,6 +59,7 @@ def unprocessed(facts: Facts) -> dict[str, int]:
     }
 
 
+@collector_paused()  # from the read to the report: the facts are many objects, no cycle
 def run_check(
     dsn: str,
     record: RunRecord,
@@ -74,7 +75,7 @@ def run_check(
     schema = schema or Schema()
     target = redact_dsn(dsn)
     started = time.monotonic()
-    with collector_paused(), connect(dsn) as conn, connect(dsn) as beside:
+    with connect(dsn) as conn, connect(dsn) as beside:
         try:
             missing = missing_tables(conn, schema)
             absent = [t for t in ESSENTIAL_TABLES if t in missing]
@@ -143,14 +144,12 @@ def run_check(
                     log.warning(
                         "projectors did not drain within %.0fs: %s", settle_timeout, backlog
                     )
-                last = backlog if read and read[0] is first else (read and unprocessed(read[0]))
-                if read and any(last.values()):
+                if read and read[0] is not first and any(unprocessed(read[0]).values()):
                     read.clear()  # read before the wait gave up: read again, as it stands now
             facts = read[0] if read else read_all()
         except psycopg.Error as error:
             raise CheckError(f"query failed: {str(error).strip().splitlines()[0]}") from None
-    with collector_paused():
-        report = check_consistency(record, facts, schema, target, found=found, wallets=wallet_ids)
+    report = check_consistency(record, facts, schema, target, found=found, wallets=wallet_ids)
     report.settle = settle
     report.seconds = time.monotonic() - started
     return report

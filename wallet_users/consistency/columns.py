@@ -5,6 +5,30 @@ mapped back to the wallet's position in the run's ids."""
 from __future__ import annotations
 
 import numpy as np
+from psycopg import sql
+
+# PostgreSQL builds a result row in one buffer of at most 1 GB: a row of columns stays below this
+ROW_BYTES = 768 * 2**20
+# a timestamp's send, by its type: int8 microseconds since 2000, 'infinity' the largest
+TIMESTAMP_SEND = {
+    "timestamp without time zone": "timestamp_send",
+    "timestamp with time zone": "timestamptz_send",
+}
+
+
+def estimated_rows(conn, table: sql.Composable) -> float:
+    """The planner's estimate of a table's rows (pg_class.reltuples), or, for a table never
+    analyzed, an upper bound from its size (a row takes at least 40 bytes): for sizing the rows
+    of columns before fetching them."""
+    found = conn.execute(
+        "SELECT c.reltuples, pg_relation_size(c.oid) FROM pg_class AS c"
+        " WHERE c.oid = to_regclass(%s)",
+        (table.as_string(conn),),
+    ).fetchone()
+    if found is None:
+        return 0.0
+    reltuples, size = found
+    return float(reltuples) if reltuples >= 0 else size / 40
 
 
 def column(data: bytes | None, width: int = 8) -> np.ndarray:

@@ -1,7 +1,8 @@
-"""The ledger pass as columns: the run's ledger entries fetched once as six binary arrays (the
-wallet's position, the event version, a hash of the eventId, balanceBefore, balanceAfter and the
-signed amount, in minor units as int8) and summed, chained and compared with the acknowledged
-snapshots in numpy, instead of a window and aggregate pass in SQL.
+"""The ledger pass as columns: the run's ledger entries fetched once as raw int8 columns (a hash
+of the wallet's id, mapped back to its position in the run; the event version; a hash of the
+eventId; createdAt; balanceBefore, balanceAfter and the signed amount in minor units; and, for
+the transfers' legs alone, two hashes of the transferId and the amount) and summed, chained and
+compared with the acknowledged snapshots in numpy, instead of a window and aggregate pass in SQL.
 
 It decides only what it can decide exactly. A wallet whose entries are not plainly in order (an
 entry without an event version, two entries of one version), whose chain or arithmetic breaks,
@@ -27,8 +28,8 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
-from ..record.history import RunHistory
-from .columns import column, wallet_positions
+from ..record.history import RECORD_SIZE, RunHistory
+from .columns import ROW_BYTES, TIMESTAMP_SEND, column, estimated_rows, wallet_positions
 from .facts import LedgerSummary, SnapshotCheck
 from .schema import Schema
 
@@ -40,15 +41,11 @@ LIMIT = 10**15
 MAX_ENTRIES = 9_000
 NOT_CARRIED = -(2**62)  # what the columns hold for a value beyond LIMIT, or NULL
 MAX_SCALE = 4  # LIMIT cents in the finest unit carried still fit an int8
-# The columns come in a row per about this many wallets (a power of two of rows, by a hash of
-# the id; one row, no grouping, up to this many): no column near PostgreSQL's 1 GB limit on a
-# value (262,144 wallets of 10 entries each are 21 MB a column).
+# The columns come in a power of two of rows, each a share of the wallets by a hash of the id
+# (one row, no grouping, up to this many wallets and columns.ROW_BYTES: PostgreSQL builds a result
+# row in one buffer of at most 1 GB). An entry takes 56 bytes, a transfer's leg 24 more.
 CHUNK_WALLETS = 262_144
-# createdAt's send, by its type: int8 microseconds since 2000, 'infinity' the largest
-TIMESTAMP_SEND = {
-    "timestamp without time zone": "timestamp_send",
-    "timestamp with time zone": "timestamptz_send",
-}
+ENTRY_BYTES = 80
 NEVER = np.iinfo(np.int64).max  # a createdAt of 'infinity' (or none): its order is not known
 
 Ledger = tuple[dict[str, LedgerSummary], list[str], dict[str, SnapshotCheck | None]]
@@ -64,16 +61,18 @@ def amount_scale(conn: psycopg.Connection, schema: Schema) -> tuple[int, str] | 
     scales)."""
     t = "ledger_entries"
     names = [schema.columns[t][c] for c in ("amount", "balanceBefore", "balanceAfter")]
-    created = schema.columns[t]["createdAt"]
+    created, metadata = schema.columns[t]["createdAt"], schema.columns[t]["metadata"]
     rows = conn.execute(
         """SELECT a.attname::text, a.atttypid = 'numeric'::regtype AND a.atttypmod >= 4,
                   (a.atttypmod - 4) & 65535,
                   format_type(a.atttypid, NULL)
              FROM pg_attribute AS a
             WHERE a.attrelid = to_regclass(%s) AND a.attname = ANY(%s) AND NOT a.attisdropped""",
-        (schema.table(t).as_string(conn), [*names, created]),
+        (schema.table(t).as_string(conn), [*names, created, metadata]),
     ).fetchall()
-    amounts = [(numeric, scale) for name, numeric, scale, _ in rows if name != created]
+    amounts = [(numeric, scale) for name, numeric, scale, _ in rows if name in names]
+    if not any(name == metadata and kind == "jsonb" for name, _, _, kind in rows):
+        return None  # the legs are found by jsonb's ? operator
     created_type = next((kind for name, _, _, kind in rows if name == created), None)
     if created_type not in TIMESTAMP_SEND:
         return None
@@ -170,25 +169,12 @@ def _decimals(values: np.ndarray, scale: int) -> np.ndarray:
     return made[where]
 
 
-def _units(scale: int) -> Callable[[int], Decimal]:
-    """Minor units to the Decimal the SQL pass reads (its numeric's scale), each value made
-    once: a run's balances repeat, and a Decimal is immutable."""
-    made: dict[int, Decimal] = {}
-
-    def unit(value: int) -> Decimal:
-        found = made.get(value)
-        if found is None:
-            found = made[value] = Decimal(value).scaleb(-scale)
-        return found
-
-    return unit
-
-
 # history.RECORD ("<IiqqB"): the wallet's index in its segment's table, the version, the
 # balance in cents, the amount in cents, the kind.
 RECORD_DTYPE = np.dtype(
     [("idx", "<u4"), ("version", "<i4"), ("cents", "<i8"), ("amount", "<i8"), ("kind", "u1")]
 )
+assert RECORD_DTYPE.itemsize == RECORD_SIZE, "history.RECORD changed: change RECORD_DTYPE too"
 
 
 def history_columns(history: RunHistory, wallet_ids: Sequence[str]) -> tuple[np.ndarray, ...]:
@@ -231,7 +217,10 @@ def read(
     columns do not see netting to zero in pairs. None when two of the run's wallet ids hash
     alike (the entries could not be told apart by wallet: the SQL passes then read it all)."""
     scale, created_type = carried
-    chunks = 1 << max(0, (len(wallet_ids) - 1) // CHUNK_WALLETS).bit_length()
+    # rows of at most CHUNK_WALLETS wallets and ROW_BYTES (an entry takes up to ENTRY_BYTES)
+    entries = estimated_rows(conn, schema.table("ledger_entries"))
+    wanted = max(-(-len(wallet_ids) // CHUNK_WALLETS), int(entries * ENTRY_BYTES // ROW_BYTES) + 1)
+    chunks = 1 << (wanted - 1).bit_length()
     with ThreadPoolExecutor(1, thread_name_prefix="history-columns") as pool:
         # the snapshots' columns are cut from the history while the server reads the ledger
         acknowledged = pool.submit(history_columns, history, wallet_ids) if history else None
@@ -470,7 +459,6 @@ def _screen(
         key = (v, c, (0, low_) if ok else (1, 0))
         if group_ not in first or key < first[group_][0]:
             first[group_] = (key, v, c, low_ if ok else None)
-    unit = _units(scale)
     groups = np.flatnonzero(checked)
     keys = [wallet_ids[n - 1] for n in wallet_n[groups].tolist()]
     counts_, wrongs = checked[groups].tolist(), mismatched[groups].tolist()
@@ -480,6 +468,8 @@ def _screen(
     for at in np.flatnonzero(mismatched[groups]).tolist():
         _, v, c, low_ = first[int(groups[at])]
         screened[keys[at]] = SnapshotCheck(
-            counts_[at], wrongs[at], (v, Decimal(c) / 100, unit(low_) if low_ is not None else None)
+            counts_[at],
+            wrongs[at],
+            (v, Decimal(c) / 100, Decimal(low_).scaleb(-scale) if low_ is not None else None),
         )
     return screened

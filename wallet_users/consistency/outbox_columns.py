@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from psycopg import sql
 
-from .columns import column, wallet_positions
+from .columns import ROW_BYTES, TIMESTAMP_SEND, column, estimated_rows, wallet_positions
 from .facts import Lag, OutboxSummary
 from .reading import (
     LAG_ERROR,
@@ -23,7 +23,6 @@ from .reading import (
     _fetch,
     _outbox_parts,
     _percentile,
-    collector_paused,
 )
 from .schema import CONSUMERS, Schema
 
@@ -31,10 +30,6 @@ log = logging.getLogger(__name__)
 
 OUTBOX, PROCESSING = "outbox", "outbox_consumer_processing"
 INTEGERS = ("smallint", "integer", "bigint")
-TIMESTAMPS = {  # both int8 microseconds in binary
-    "timestamp without time zone": "timestamp_send",
-    "timestamp with time zone": "timestamptz_send",
-}
 NAMES = ("text", "character varying")
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 # A nullable smallint or integer version's NULL (a nullable bigint one could hold it: not read so)
@@ -48,9 +43,6 @@ USECS_PER_DAY = 86_400_000_000
 # CONSUMERS' order), OTHER the rest, named beside. Ids within this bound keep the product in int8.
 OTHER = 2
 PACKED_IDS = 2**61
-# A column is one bytea, at most 1 GB: the processing rows' keys (8 bytes, two or three rows per
-# event) must fit. Beyond, SQL reads them (about 3.6 M wallets of 11 events).
-MAX_EVENTS = 40_000_000
 # Both scans alone: in parallel the events' took 0.74-0.85 s against 0.58 at 100,000 wallets
 # (the partial strings copied again to be combined), and the other connection needs the core.
 SERIAL = {"max_parallel_workers_per_gather": "0"}
@@ -104,7 +96,7 @@ def _reason(found: dict[tuple[str, str], tuple[str | None, bool]], schema: Schem
     if version not in INTEGERS or (version == "bigint" and not notnull):
         return f"{name(o, 'event_version')} is {version}{'' if notnull else ' (nullable)'}"
     created, processed = types.get((o, "created_at")), types.get((p, "processed_at"))
-    if created not in TIMESTAMPS or processed != created:
+    if created not in TIMESTAMP_SEND or processed != created:
         return (
             f"{name(o, 'created_at')} is {created} and {name(p, 'processed_at')} {processed},"
             " not one timestamp type"
@@ -139,12 +131,16 @@ def _read(
         return reason
     if len(set(ids)) != len(ids):
         return "a wallet id given twice"
+    # each query's result is one row of columns, at most ROW_BYTES: the events' 32 bytes each
+    # (and the run's ids' hashes), the processing rows' 16 (whole tables: an upper bound)
+    events = estimated_rows(conn, schema.table(OUTBOX))
+    processing = estimated_rows(conn, schema.table(PROCESSING))
+    if events * 32 + len(ids) * 8 > ROW_BYTES or processing * 16 > ROW_BYTES:
+        return f"about {events:,.0f} events and {processing:,.0f} processing rows: too many for a row of columns"
     fetched = _events(conn, schema, params, types)
     event_ids = column(fetched[0])
     if not len(event_ids):
         return {}, {}
-    if len(event_ids) > MAX_EVENTS:
-        return f"{len(event_ids)} events, more than a column holds"
     low, high = int(event_ids.min()), int(event_ids.max())
     if low < -PACKED_IDS or high >= PACKED_IDS:
         return f"outbox ids beyond {PACKED_IDS}"
@@ -237,7 +233,7 @@ def _decode_events(
 
 def _microseconds(col: sql.Composable, kind: str, notnull: bool) -> sql.Composable:
     value = col if notnull else sql.SQL("coalesce({}, '-infinity')").format(col)
-    return sql.SQL("{}({})").format(sql.SQL(TIMESTAMPS[kind]), value)
+    return sql.SQL("{}({})").format(sql.SQL(TIMESTAMP_SEND[kind]), value)
 
 
 def _processing(conn, schema: Schema, types, low: int, high: int) -> Processing:
@@ -359,15 +355,14 @@ def _summaries(
         column[present].tolist() for column in columns
     )
     left = [{rm: a, lg: b} if a or b else none for a, b in zip(rm_left, lg_left, strict=True)]
-    with collector_paused():
-        # OutboxSummary's fields in order
-        return dict(
-            zip(
-                ids,
-                map(OutboxSummary, n, vmin, vmax, vdistinct, left, itertools.repeat(none), first),
-                strict=False,  # the repeat is endless
-            )
+    # OutboxSummary's fields in order (the caller, read_facts, pauses the cyclic collector)
+    return dict(
+        zip(
+            ids,
+            map(OutboxSummary, n, vmin, vmax, vdistinct, left, itertools.repeat(none), first),
+            strict=False,  # the repeat is endless
         )
+    )
 
 
 def _versions(events: Events, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -340,9 +340,9 @@ def read_facts(
     then, for the wallets `needs_detail` (the checker's own choice) names, their rows.
 
     With `beside`, a second connection to the same database, the outbox and lag passes, the
-    transfers' legs, the write side and the read model run there while the ledger's other passes
-    run here, in the same snapshot (exported and imported): the same facts, the two sides
-    overlapping where a core is free."""
+    write side and the read model (and the transfers' legs, where the ledger's columns do not
+    carry them) run there while the ledger's passes run here, in the same snapshot (exported and
+    imported): the same facts, the two sides overlapping where a core is free."""
     facts = Facts(tables_missing=missing_tables(conn, schema))
     _register(conn)
     wallet_ids = list(wallet_ids)
@@ -361,15 +361,15 @@ def read_facts(
     try:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
-        with conn.transaction():
+        # the collector paused: the summaries are a few hundred thousand objects, none in a cycle
+        with conn.transaction(), collector_paused():
             _limit(conn, statement_timeout_s)
             facts.snapshot = current_snapshot(conn)  # the first query: the transaction's own
             facts.snapshot_at = time.monotonic()
             have = lambda *tables: not any(t in facts.tables_missing for t in tables)  # noqa: E731
-            # beside: the outbox and lag passes, the transfers' legs (a pass of its own over
-            # the ledger), the write side and the read model; here, the ledger's passes: about
-            # as long, each side
-            # the ledger's columns, where its amounts let them be exact, carry the transfers too
+            # beside: the outbox and lag passes, the write side and the read model; here, the
+            # ledger's columns, which carry the transfers' legs too where the ledger's amounts
+            # let them be exact (else the transfers are a pass of their own, beside)
             carried = ledger_columns.amount_scale(conn, schema) if have("ledger_entries") else None
             passes: dict[str, Callable[[psycopg.Connection], object]] = {}
             if have("outbox", "outbox_consumer_processing") and beside is not None:
@@ -770,7 +770,7 @@ def _read_ledger(
     else:
         read_by["ledger"] = (
             "SQL pass: amount, balanceBefore and balanceAfter are not numeric(p, s) of one scale"
-            " (or createdAt is not a timestamp)"
+            " up to 4 (or createdAt is not a timestamp, or metadata not jsonb)"
         )
     return (*_ledger(conn, schema, params, snapshots() if snapshots else None), None)
 
@@ -812,7 +812,7 @@ def _transfer_imbalances(
         "WITH {run} SELECT {metadata} ->> 'transferId', sum({signed}), count(*),"
         " string_agg({walletId}, ' ' ORDER BY {walletId}) FROM {table} AS l"
         " JOIN run_wallets AS r ON r.id = {walletId} WHERE {metadata} ->> 'transferId' IS NOT NULL"
-        "{among} GROUP BY 1 HAVING sum({signed}) <> 0 OR count(*) <> 2 LIMIT 10000"
+        "{among} GROUP BY 1 HAVING sum({signed}) <> 0 OR count(*) <> 2 ORDER BY 1 LIMIT 10000"
     ).format(run=RUN_WALLETS, among=among, **c)
     return conn.execute(query, {**params, "hashes": hashes}).fetchall()
 
