@@ -34,7 +34,7 @@ from .facts import LedgerSummary, SnapshotCheck
 from .schema import Schema
 
 # An entry with no event version: sorts after every int4 version, as NULL does in the SQL pass.
-NO_VERSION = 2**31
+UNVERSIONED = 2**31
 # Minor units (cents, for a scale of 2) above which a value is not carried: it and any sum of up
 # to MAX_ENTRIES of them fit an int8. Such a wallet goes to the SQL pass.
 LIMIT = 10**15
@@ -116,7 +116,7 @@ def _query(schema: Schema, scale: int, created_type: str, chunks: int) -> sql.Co
     columns = [
         sql.SQL("hashtextextended({w}, 0)").format(w=col("walletId")),
         sql.SQL("coalesce(({m} ->> 'eventVersion')::integer::int8, {no})").format(
-            m=metadata, no=sql.Literal(NO_VERSION)
+            m=metadata, no=sql.Literal(UNVERSIONED)
         ),
         sql.SQL("coalesce(hashtextextended({m} ->> 'eventId', 0) | 1, 0)").format(m=metadata),
         None,  # createdAt: its own send
@@ -264,7 +264,7 @@ def read(
     ends = np.append(starts[1:], total_rows)
     counts = ends - starts
     wallet_n = n[starts]
-    unversioned = version == NO_VERSION
+    unversioned = version == UNVERSIONED
 
     # rows the columns cannot vouch for: their wallets go to the exact pass
     odd = (

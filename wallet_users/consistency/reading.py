@@ -185,11 +185,7 @@ def connect(dsn: str, timeout: float = 10.0) -> psycopg.Connection:
     try:
         return psycopg.connect(dsn, connect_timeout=max(1, int(timeout)), autocommit=True)
     except psycopg.OperationalError as error:
-        raise CheckError(f"cannot connect: {_first_line(error)}") from None
-
-
-def _first_line(error: BaseException) -> str:
-    return libpq_reason(error)
+        raise CheckError(f"cannot connect: {libpq_reason(error)}") from None
 
 
 def libpq_reason(error: BaseException) -> str:
@@ -372,8 +368,9 @@ def read_facts(
             # let them be exact (else the transfers are a pass of their own, beside)
             carried = ledger_columns.amount_scale(conn, schema) if have("ledger_entries") else None
             passes: dict[str, Callable[[psycopg.Connection], object]] = {}
+            read_beside: dict[str, str] = {}  # read_by of the passes beside, merged after them
             if have("outbox", "outbox_consumer_processing") and beside is not None:
-                passes["outbox"] = lambda c: _outbox_and_lag(c, schema, params, once, facts.read_by)
+                passes["outbox"] = lambda c: _outbox_and_lag(c, schema, params, once, read_beside)
                 if have("ledger_entries") and carried is None:
                     passes["transfers"] = lambda c: _transfer_imbalances(c, schema, params)
                 if have("wallets"):
@@ -413,6 +410,7 @@ def read_facts(
             if have("outbox", "outbox_consumer_processing"):
                 if outbox is not None:
                     found = outbox.result()
+                    facts.read_by.update(read_beside)
                     facts.outbox, facts.lag = found["outbox"]
                     facts.transfer_imbalances = found.get("transfers", facts.transfer_imbalances)
                     facts.write_side = found.get("write_side", facts.write_side)
