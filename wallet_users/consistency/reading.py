@@ -85,17 +85,19 @@ class PackedArray:
 
     @classmethod
     def of_int4(cls, values: Sequence[int]) -> PackedArray:
-        raw = array("i", values)
-        if sys.byteorder == "little":
-            raw.byteswap()
-        return cls.interleaved(cls.INT4, bytes(raw), 4)
+        return cls.of_ints(values, 4)
 
     @classmethod
     def of_int8(cls, values: Sequence[int]) -> PackedArray:
-        raw = array("q", values)
+        return cls.of_ints(values, 8)
+
+    @classmethod
+    def of_ints(cls, values: Sequence[int], width: int) -> PackedArray:
+        """An int4[] (width 4) or int8[] (width 8) of these values."""
+        raw = array("i" if width == 4 else "q", values)
         if sys.byteorder == "little":
             raw.byteswap()
-        return cls.interleaved(cls.INT8, bytes(raw), 8)
+        return cls.interleaved(cls.INT4 if width == 4 else cls.INT8, bytes(raw), width)
 
     @classmethod
     def interleaved(cls, element_oid: int, big_endian: bytes, width: int) -> PackedArray:
