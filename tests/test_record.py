@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wallet_users.money import money as from_cents
 from wallet_users.record import INDETERMINATE, OK, REJECTED, RunRecord, WalletTally
 
 
@@ -416,15 +417,31 @@ def test_merging_a_record_that_shares_wallets_adds_their_operations_and_keeps_th
     assert first.creations_attempted == 4 and first.operations[OK] == 2
 
 
-@given(histories(), st.lists(st.integers(0, 5000), max_size=3))
+@given(
+    histories(),
+    st.lists(st.integers(0, 5000), max_size=3),
+    st.lists(st.tuples(wallet_ids, st.booleans())),
+)
 def test_the_expectations_of_many_wallets_at_once_are_each_wallets_own(
-    history: list[tuple], adopted: list[int]
+    history: list[tuple], adopted: list[int], reads: list[tuple[str, bool]]
 ) -> None:
     record = record_of(history)
+    for wallet, shown in reads:  # read-your-writes polls, some that missed a write
+        record.read_checked(wallet, "ledger", shown)
     for n, balance in enumerate(adopted):  # adopted wallets: a baseline instead of a creation
         record.wallet_adopted(f"lt-a-w{n:06d}", Decimal(balance), n, n)
         record.operation("credit", INDETERMINATE, f"lt-a-w{n:06d}", Decimal(5))
     wallets = sorted(record.wallets)
-    assert record.expectations_of(wallets) == [record.expectations(w) for w in wallets]
+    tallies = [record.wallets[w] for w in wallets]
+    assert record.expectations_of(wallets) == [
+        (
+            *tally.expected_balance(),
+            *tally.expected_entries(),
+            not (tally.replay_mismatches or any(tally.reads_unseen.values())),
+        )
+        for tally in tallies
+    ]
     lows, highs = record.expected_cents_of(wallets)
-    assert list(zip(lows, highs, strict=True)) == [record.expected_cents(w) for w in wallets]
+    assert [(from_cents(low), from_cents(high)) for low, high in zip(lows, highs, strict=True)] == [
+        tally.expected_balance() for tally in tallies
+    ]

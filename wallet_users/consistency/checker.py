@@ -174,15 +174,15 @@ def find_violations(
 
 
 def plainly_consistent(
-    record: RunRecord, facts: Facts, wallet_id: str, write, expectations: tuple | None = None
+    record: RunRecord, facts: Facts, wallet_id: str, write, expectations: tuple
 ) -> bool:
     """True only where each per-wallet check of find_violations would find nothing: every table
     read, every figure equal to the write side's balance and inside what the run expects. False
     is no verdict: the wallet then goes through the checks themselves. `expectations`: the
-    wallet's record.expectations, if already at hand."""
+    wallet's entry in record.expectations_of."""
     if write is None or write.version is None or write.balance < 0:
         return False
-    low, high, fewest, most, matched = expectations or record.expectations(wallet_id)
+    low, high, fewest, most, matched = expectations
     if not matched or wallet_id in record.unverified:
         return False
     balance = write.balance

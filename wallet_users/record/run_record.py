@@ -471,22 +471,13 @@ class RunRecord:
 
     # --- what the record expects of one wallet (row) -----------------------------------------
 
-    def expectations(self, wallet_id: str) -> tuple[Decimal, Decimal, int, int, bool]:
-        """One wallet's (lowest, highest) expected balance and (fewest, most) ledger entries,
-        and whether its replays and reads all matched (no replay answered differently, no
-        read missed a write): the checker's shortcut, without a WalletTally view per wallet."""
-        row = self._index[wallet_id]
-        low, high = self._expected_cents(row)
-        fewest, most = self._expected_entries(row)
-        extra = self._extras.get(row)
-        matched = extra is None or not (extra.replay_mismatches or any(extra.reads_unseen.values()))
-        return money(low), money(high), fewest, most, matched
-
     def expectations_of(
         self, wallet_ids: list[str]
     ) -> list[tuple[Decimal, Decimal, int, int, bool]]:
-        """expectations() of many wallets at once, computed over the record's columns (numpy):
-        for a checker going through a whole run."""
+        """Each wallet's (lowest, highest) expected balance, (fewest, most) ledger entries, and
+        whether its replays and reads all matched (no replay answered differently, no read
+        missed a write), as its WalletTally says, computed over the record's columns (numpy)
+        for all of them at once: the checker's shortcut, without a view per wallet."""
         low, high, fewest, most, matched = self._expectation_columns(wallet_ids)
         made: dict[int, Decimal] = {}  # each distinct amount made a Decimal once
 
@@ -508,7 +499,8 @@ class RunRecord:
         )
 
     def expected_cents_of(self, wallet_ids: list[str]) -> tuple[list[int], list[int]]:
-        """expected_cents() of many wallets at once: (lowest, highest) in cents, in order."""
+        """Each wallet's expected balance (WalletTally.expected_balance) in cents, (lowest,
+        highest), in order: for sums over many wallets."""
         low, high, *_ = self._expectation_columns(wallet_ids)
         return low.tolist(), high.tolist()
 
@@ -535,10 +527,6 @@ class RunRecord:
                 if row in where and (extra.replay_mismatches or any(extra.reads_unseen.values())):
                     matched[where[row]] = False
         return low, high, fewest, most, matched
-
-    def expected_cents(self, wallet_id: str) -> tuple[int, int]:
-        """WalletTally.expected_balance in cents, for sums over many wallets."""
-        return self._expected_cents(self._index[wallet_id])
 
     def _expected_cents(self, row: int) -> tuple[int, int]:
         c, n = self._columns, row
