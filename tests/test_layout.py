@@ -1,9 +1,11 @@
-"""The suite's shape: it reaches the reference service through one module only, and Locust's
-events are wired in one thin table."""
+"""The suite's shape: it reaches the reference service through one module only, Locust's
+events are wired in one thin table, and a load process does not load the check's numpy."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,3 +43,17 @@ def test_the_hooks_table_is_thin_and_asks_no_runner_kind() -> None:
         or "isinstance(runner" in path.read_text()
     )
     assert kinds_asked == ["wallet_users/wiring/roles/__init__.py"]
+
+
+def test_a_locust_process_that_does_not_check_never_loads_numpy() -> None:
+    # numpy is the consistency check's (its columnar passes): a worker would carry its ~16 MB
+    # and import time for nothing
+    found = subprocess.run(
+        [sys.executable, "-c", "import sys, locustfile; print('numpy' in sys.modules)"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert found.stdout.strip() == "False"

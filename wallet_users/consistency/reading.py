@@ -25,7 +25,6 @@ from psycopg.pq import Format
 
 from ..record.history import RECORD_SIZE, RunHistory
 from ..record.ids import run_regex
-from . import ledger_columns
 from .facts import (
     EntryRow,
     EventRow,
@@ -368,6 +367,8 @@ def read_facts(
             # beside: the outbox and lag passes, the write side and the read model; here, the
             # ledger's columns, which carry the transfers' legs too where the ledger's amounts
             # let them be exact (else the transfers are a pass of their own, beside)
+            from . import ledger_columns  # numpy: only in the process that checks
+
             carried = ledger_columns.amount_scale(conn, schema) if have("ledger_entries") else None
             passes: dict[str, Callable[[psycopg.Connection], object]] = {}
             read_beside: dict[str, str] = {}  # read_by of the passes beside, merged after them
@@ -760,6 +761,8 @@ def _read_ledger(
         return _transfer_imbalances(conn, schema, params, hashes)
 
     if carried is not None:
+        from . import ledger_columns  # numpy: only in the process that checks
+
         read_by["ledger"] = "columns"
         found = ledger_columns.read(
             conn, schema, carried, params["wallet_ids"], params, history, exact, exact_transfers
@@ -801,10 +804,10 @@ def _transfer_imbalances(
     """Transfers whose legs (entries sharing metadata.transferId) do not net to zero in pairs;
     with `hashes`, only among the transfers of those ids' ledger_columns.transfer_hash."""
     c = _ledger_columns(schema)
+    from .ledger_columns import transfer_hash  # numpy: only in the process that checks
+
     among = (
-        sql.SQL(" AND {h} = ANY(%(hashes)s::int8[])").format(
-            h=ledger_columns.transfer_hash(c["metadata"], 0)
-        )
+        sql.SQL(" AND {h} = ANY(%(hashes)s::int8[])").format(h=transfer_hash(c["metadata"], 0))
         if hashes is not None
         else sql.SQL("")
     )
