@@ -7,6 +7,11 @@ from __future__ import annotations
 import numpy as np
 from psycopg import sql
 
+# The run's wallet ids' hashes (hashtextextended, seed 0), in the ids' order: wallet_positions
+# maps the rows' hashes of their wallet id to positions with them
+RUN_HASHES = sql.SQL(
+    "SELECT string_agg(int8send(hashtextextended(u.id, 0)), '') FROM unnest(%(ids)b::text[]) AS u(id)"
+)
 # PostgreSQL builds a result row in one buffer of at most 1 GB: a row of columns stays below this
 ROW_BYTES = 768 * 2**20
 # a timestamp's send, by its type: int8 microseconds since 2000, 'infinity' the largest

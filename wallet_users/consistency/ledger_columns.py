@@ -29,7 +29,14 @@ import psycopg
 from psycopg import sql
 
 from ..record.history import RECORD_SIZE, RunHistory
-from .columns import ROW_BYTES, TIMESTAMP_SEND, column, estimated_rows, wallet_positions
+from .columns import (
+    ROW_BYTES,
+    RUN_HASHES,
+    TIMESTAMP_SEND,
+    column,
+    estimated_rows,
+    wallet_positions,
+)
 from .facts import LedgerSummary, SnapshotCheck
 from .schema import Schema
 
@@ -153,11 +160,6 @@ def _query(schema: Schema, scale: int, created_type: str, chunks: int) -> sql.Co
         wallet=col("walletId"),
         by=chunked if chunks > 1 else sql.SQL(""),
     )
-
-
-RUN_HASHES = sql.SQL(
-    "SELECT string_agg(int8send(hashtextextended(u.id, 0)), '') FROM unnest(%(ids)b::text[]) AS u(id)"
-)
 
 
 def _decimals(values: np.ndarray, scale: int) -> np.ndarray:

@@ -14,7 +14,14 @@ from dataclasses import dataclass
 import numpy as np
 from psycopg import sql
 
-from .columns import ROW_BYTES, TIMESTAMP_SEND, column, estimated_rows, wallet_positions
+from .columns import (
+    ROW_BYTES,
+    RUN_HASHES,
+    TIMESTAMP_SEND,
+    column,
+    estimated_rows,
+    wallet_positions,
+)
 from .facts import Lag, OutboxSummary
 from .reading import (
     LAG_ERROR,
@@ -201,11 +208,9 @@ def _events(conn, schema: Schema, params, types) -> tuple:
     query = sql.SQL(
         "SELECT string_agg(int8send({oid}::int8), ''),"
         " string_agg(int8send(hashtextextended({agg}, 0)), ''), string_agg({version}, ''),"
-        " string_agg({created_us}, ''),"
-        " (SELECT string_agg(int8send(hashtextextended(u.id, 0)), '')"
-        "    FROM unnest(%(ids)b::text[]) AS u(id))"
+        " string_agg({created_us}, ''), ({run_hashes})"
         "  FROM {outbox} AS o WHERE {agg} = ANY(%(ids)b::text[])"
-    ).format(version=ver, created_us=created, **_outbox_parts(schema))
+    ).format(version=ver, created_us=created, run_hashes=RUN_HASHES, **_outbox_parts(schema))
     ((oid, wallet, version_col, created_col, run),) = _fetch(conn, query, params, **SERIAL)
     return oid, wallet, version_col, created_col, run, 4 if narrow else 8, not notnull
 
